@@ -1,0 +1,10 @@
+"""jsla_fast: Joint Spatial and Layer Attention (BMVC 2019) for camera relocalization and scenes."""
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ConfigError, JSLAConfig, LossConfig
+from .losses import JSLALoss
+from .model import JSLA, JSLAOutput
+from .normalization import Normalization
+
+__version__ = "0.1.0"
+__all__ = ["JSLA", "JSLAConfig", "JSLAOutput", "LossConfig", "JSLALoss", "Normalization",
+           "save_checkpoint", "load_checkpoint", "CheckpointError", "ConfigError"]

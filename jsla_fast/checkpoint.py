@@ -1,0 +1,114 @@
+"""One-file checkpoints: config, weights, normalisation statistics and a format version.
+
+Written atomically (temporary file in the same folder, fsync, rename), so a crash never leaves a
+half-written checkpoint under the final name. Read with ``torch.load(weights_only=True)``, which
+refuses any pickle that would construct arbitrary objects or run code.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ConfigError, JSLAConfig
+from .normalization import Normalization
+
+FORMAT = "jsla_fast.checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"checkpoint {path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+def save_checkpoint(model, path: str | Path, *, normalization: Normalization | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (a :class:`~jsla_fast.JSLA`) to ``path`` atomically and return the path.
+
+    ``normalization`` defaults to ``model.normalization``; ``extra`` holds further plain data
+    (tensors, numbers, strings, lists, dicts), e.g. training state.
+    """
+    path = Path(path)
+    norm = normalization if normalization is not None else getattr(model, "normalization", None)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": "jsla",
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "normalization": None if norm is None else norm.to_dict(),
+        "extra": extra or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate the raw checkpoint dict (no model is built)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "file does not exist")
+    if path.is_dir():
+        raise CheckpointError(path, "is a folder, expected a checkpoint file (e.g. RUN/best.pt)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            raise CheckpointError(path, "refused: the file holds objects other than plain data and tensors "
+                                        "(loading it could run code); it is not a jsla_fast checkpoint") from None
+        raise CheckpointError(path, f"unreadable, truncated or not a torch file ({type(e).__name__}: "
+                                    f"{text.splitlines()[0] if text else ''})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(path, "not a jsla_fast checkpoint (no 'format' marker); "
+                                    "for pretrained GoogLeNet weights use jsla_fast.model.pretrained")
+    version = payload.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(path, f"format version {version!r} is newer than this jsla_fast reads "
+                                    f"(up to {VERSION}); upgrade jsla_fast")
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(path, f"missing or malformed {key!r}")
+    return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Build the model a checkpoint describes, load its weights and normalisation; eval mode."""
+    from .model.jsla import JSLA
+
+    payload = read_checkpoint(path, map_location)
+    if payload.get("model", "jsla") != "jsla":
+        raise CheckpointError(path, f"holds a {payload.get('model')!r} model, not JSLA")
+    try:
+        config = JSLAConfig.from_dict(payload["config"])
+    except ConfigError as e:
+        raise CheckpointError(path, f"incompatible config: {e}") from None
+    model = JSLA(config)
+    result = model.load_state_dict(payload["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(path, f"weights do not match the config: missing {result.missing_keys[:5]}, "
+                                    f"unexpected {result.unexpected_keys[:5]}")
+    if payload.get("normalization") is not None:
+        try:
+            model.normalization = Normalization.from_dict(payload["normalization"])
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(path, f"malformed normalization: {e}") from None
+    return model.to(map_location).eval()

@@ -1,0 +1,180 @@
+"""Configuration dataclasses with the defaults of SPEC.md §2, loadable from and savable to YAML.
+
+Choices the paper leaves open are marked (ours) in SPEC.md; each is a field here, not a constant.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Candidate layers of GoogLeNet in network order: name -> (channels, stride w.r.t. the input).
+#: Outputs are taken before the following max-pool (SPEC §2).
+CANDIDATE_LAYERS: dict[str, tuple[int, int]] = {
+    "3b": (480, 8),
+    "4c": (512, 16),
+    "4e": (832, 16),
+    "5b": (1024, 32),
+}
+
+TASKS = ("pose", "scene")
+BACKBONE_STYLES = ("torchvision", "caffe")
+TAU_SCHEDULES = ("exponential", "linear")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the allowed values."""
+
+
+@dataclass
+class LossConfig:
+    """Training losses (SPEC §2 'Losses')."""
+
+    beta: float = 500.0  #: PoseNet rotation weight; per scene (Cambridge 250-2000, 7-Scenes 120-750)
+    learned_weighting: bool = False  #: Kendall & Cipolla's learned (s_x, s_q) instead of a fixed beta
+    s_x_init: float = 0.0
+    s_q_init: float = -3.0
+    aux_weight: float = 0.3  #: weight of the mean per-step auxiliary loss, when aux heads exist (ours)
+
+
+@dataclass
+class JSLAConfig:
+    """The JSLA model. Defaults follow SPEC §2; ``steps`` defaults to 3 for pose and 2 for scene."""
+
+    task: str = "pose"
+    num_classes: int = 67
+    steps: int | None = None
+    layers: tuple[str, ...] = ("3b", "4c", "4e", "5b")
+    backbone_style: str = "torchvision"  #: "caffe" = Places/BVLC GoogLeNet (LRN, 5x5, conv bias)
+    # ConvLSTM (ours): hidden = len(kernel_sizes) * branch_channels = 96
+    kernel_sizes: tuple[int, ...] = (1, 3, 5, 7)
+    branch_channels: int = 24
+    input_channels: int = 128  #: D, the adapter's output channels (ours)
+    grid: int = 14  #: the ConvLSTM grid, grid x grid (ours)
+    # layer selection
+    gate_embedding: int = 32  #: E (ours)
+    tau_start: float = 1.0  #: Gumbel-softmax temperature at the start of training (ours)
+    tau_end: float = 0.1
+    tau_schedule: str = "exponential"
+    # spatial attention
+    attention_slope: float = 0.01  #: LeakyReLU slope; 0.0 gives the main paper's ReLU
+    attention_kernel_sizes: tuple[int, ...] = (1, 3, 5)
+    attention_width: int = 16  #: channels per attention branch (ours)
+    # head
+    dropout: float = 0.5
+    aux_heads: bool = False  #: per-step auxiliary heads on each h_t
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            self.loss = _from_dict(LossConfig, self.loss, "loss")
+        self.layers = tuple(str(x).lower() for x in self.layers)
+        self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
+        self.attention_kernel_sizes = tuple(int(k) for k in self.attention_kernel_sizes)
+        if self.steps is None:
+            self.steps = 3 if self.task == "pose" else 2
+        self.validate()
+
+    # -- derived --------------------------------------------------------------------------
+    @property
+    def hidden_channels(self) -> int:
+        return len(self.kernel_sizes) * self.branch_channels
+
+    @property
+    def layer_channels(self) -> tuple[int, ...]:
+        return tuple(CANDIDATE_LAYERS[name][0] for name in self.layers)
+
+    @property
+    def output_dim(self) -> int:
+        return 7 if self.task == "pose" else self.num_classes
+
+    # -- checks ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        def bad(name: str, value: Any, allowed: str) -> ConfigError:
+            return ConfigError(f"config field {name!r} = {value!r} is invalid: {allowed}")
+
+        if self.task not in TASKS:
+            raise bad("task", self.task, f"use one of {TASKS}")
+        if self.task == "scene" and self.num_classes < 2:
+            raise bad("num_classes", self.num_classes, "a scene task needs at least 2 classes")
+        if not (isinstance(self.steps, int) and 1 <= self.steps <= 5):
+            raise bad("steps", self.steps, "use an integer from 1 to 5")
+        unknown = [n for n in self.layers if n not in CANDIDATE_LAYERS]
+        if unknown or not self.layers:
+            raise bad("layers", list(self.layers), f"use a non-empty subset of {list(CANDIDATE_LAYERS)}")
+        if len(set(self.layers)) != len(self.layers):
+            raise bad("layers", list(self.layers), "each layer may appear once")
+        order = list(CANDIDATE_LAYERS)
+        self.layers = tuple(sorted(self.layers, key=order.index))
+        if self.backbone_style not in BACKBONE_STYLES:
+            raise bad("backbone_style", self.backbone_style, f"use one of {BACKBONE_STYLES}")
+        for name in ("kernel_sizes", "attention_kernel_sizes"):
+            ks = getattr(self, name)
+            if not ks or any(k < 1 or k % 2 == 0 for k in ks):
+                raise bad(name, list(ks), "use odd kernel sizes >= 1 ('same' padding)")
+        for name in ("branch_channels", "input_channels", "grid", "gate_embedding", "attention_width"):
+            if getattr(self, name) < 1:
+                raise bad(name, getattr(self, name), "use a positive integer")
+        if not (0 < self.tau_end <= self.tau_start):
+            raise bad("tau_end", self.tau_end, f"need 0 < tau_end <= tau_start ({self.tau_start})")
+        if self.tau_schedule not in TAU_SCHEDULES:
+            raise bad("tau_schedule", self.tau_schedule, f"use one of {TAU_SCHEDULES}")
+        if not (0.0 <= self.attention_slope < 1.0):
+            raise bad("attention_slope", self.attention_slope, "use a slope in [0, 1)")
+        if not (0.0 <= self.dropout < 1.0):
+            raise bad("dropout", self.dropout, "use a probability in [0, 1)")
+
+    # -- (de)serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JSLAConfig":
+        return _from_dict(cls, data, "")
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "JSLAConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+
+
+def _to_plain(value: Any) -> Any:
+    """Tuples become lists so YAML and ``torch.load(weights_only=True)`` both accept the result."""
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config field(s) {[prefix + u for u in unknown]}; known fields: {sorted(names)}"
+        )
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise ConfigError(f"config {where or cls.__name__}: {e}") from None

@@ -1,0 +1,83 @@
+"""Spatial attention (SPEC §2 step 2, paper Eq. 1) on one candidate layer.
+
+    Eh = resize(conv1x1(h_{t-1}))               96 -> C, to F's grid
+    A  = LeakyReLU(F + Eh)                      slope 0.01 (0 = the main paper's ReLU)
+    L  = C_A(BN(E_att(A)))                      E_att: 1x1, 3x3, 5x5 convs C -> 16 each, stacked
+    alpha = softmax of L over the h*w positions ;  O = F * alpha
+
+E_att -> BN -> C_A is linear, so in eval it folds exactly into one 5x5 conv C -> 1 plus a bias
+(:meth:`SpatialAttention.folded`). :func:`attention_reference` is that folded form: the
+specification every fused attention kernel must equal.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bring a feature map to ``size``: identity, area (average) pooling when shrinking, bilinear
+    (align_corners=False) otherwise. 28->14 is avg-pool 2, 7->14 is bilinear x2 (SPEC §2 step 3)."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    if h >= size[0] and w >= size[1]:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def attention_reference(feat: torch.Tensor, eh: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                        slope: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused attention op: ``(F [B,C,h,w], Eh [B,C,h,w], W [1,C,k,k], b [1], slope) -> (O, alpha)``.
+
+    ``alpha [B,1,h,w]`` sums to 1 over positions; ``O = F * alpha``.
+    """
+    a = F.leaky_relu(feat + eh, slope)
+    logits = F.conv2d(a, weight, bias, padding=weight.shape[-1] // 2)
+    alpha = torch.softmax(logits.flatten(1), dim=1).view_as(logits)
+    return feat * alpha, alpha
+
+
+class SpatialAttention(nn.Module):
+    def __init__(self, channels: int, hidden_channels: int, kernel_sizes: tuple[int, ...] = (1, 3, 5),
+                 width: int = 16, slope: float = 0.01) -> None:
+        super().__init__()
+        self.slope = slope
+        self.embed_h = nn.Conv2d(hidden_channels, channels, 1)  # E_h
+        self.embed_att = nn.ModuleList(  # E_att; no bias, BN follows
+            nn.Conv2d(channels, width, k, padding=k // 2, bias=False) for k in kernel_sizes
+        )
+        self.bn = nn.BatchNorm2d(width * len(kernel_sizes))
+        self.score = nn.Conv2d(width * len(kernel_sizes), 1, 1)  # C_A
+
+    def embed_hidden(self, h: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return resize_to(self.embed_h(h), size)
+
+    def logits(self, a: torch.Tensor) -> torch.Tensor:
+        return self.score(self.bn(torch.cat([conv(a) for conv in self.embed_att], dim=1)))
+
+    def forward(self, feat: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = F.leaky_relu(feat + self.embed_hidden(h, feat.shape[-2:]), self.slope)
+        logits = self.logits(a)
+        alpha = torch.softmax(logits.flatten(1), dim=1).view_as(logits)
+        return feat * alpha, alpha
+
+    @torch.no_grad()
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W [1,C,k,k], b [1])`` with ``conv2d(A, W, b, padding=k//2) == self.logits(A)`` in eval
+        (BN uses its running statistics), k the largest E_att kernel."""
+        kmax = max(conv.kernel_size[0] for conv in self.embed_att)
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        shift = self.bn.bias - self.bn.running_mean * scale
+        ca = self.score.weight.view(-1)  # [48]
+        weight = self.embed_att[0].weight.new_zeros(1, self.embed_att[0].in_channels, kmax, kmax)
+        start = 0
+        for conv in self.embed_att:
+            k, n = conv.kernel_size[0], conv.out_channels
+            coef = (ca[start:start + n] * scale[start:start + n]).view(n, 1, 1, 1)
+            off = (kmax - k) // 2
+            weight[0, :, off:off + k, off:off + k] += (coef * conv.weight).sum(0)
+            start += n
+        bias = (ca * shift).sum().view(1) + self.score.bias
+        return weight, bias

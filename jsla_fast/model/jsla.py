@@ -1,0 +1,194 @@
+"""JSLA: Joint Spatial and Layer Attention (Joseph, Derpanis, Qureshi, BMVC 2019), SPEC §2.
+
+Reads top-down like the paper's Fig. 2:
+
+    features  = GoogLeNet(images)                  candidate layers 3b, 4c, 4e, 5b
+    h0, c0    = InitialState(GAP of every layer)
+    for t in 1..N:
+        l_t        = select_layer(h_{t-1})         Gumbel hard attention over layers
+        O, alpha   = spatial_attention_l(F_l, h_{t-1})
+        x_t        = adapter_l(O)                  C_l -> D, resized to the 14x14 grid
+        h_t, c_t   = convlstm_step(x_t, h_{t-1}, c_{t-1})
+    prediction = FC(dropout(GAP(concat(h_1..h_N))))
+
+This module is the reference implementation: every fused kernel and runtime is checked against it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import CANDIDATE_LAYERS, JSLAConfig
+from ..normalization import Normalization
+from ..pose import canonical_quaternion
+from .attention import SpatialAttention, resize_to
+from .convlstm import MultiKernelConvLSTM
+from .googlenet import GoogLeNet
+from .layer_selection import LayerSelector, gumbel_straight_through, temperature
+
+
+@dataclass
+class JSLAOutput:
+    """What :class:`JSLA` returns. ``pose`` is [B,7] (x,y,z, unit qw,qx,qy,qz with qw >= 0) for
+    the pose task, ``logits`` [B,num_classes] for the scene task; the other is None."""
+
+    pose: torch.Tensor | None
+    logits: torch.Tensor | None
+    layers: torch.Tensor  #: [B,N] index into ``config.layers`` of the layer chosen per step
+    attention: list[torch.Tensor]  #: N maps [B,1,h,w], each summing to 1 over h*w
+    selection_logits: list[torch.Tensor]  #: N tensors [B,K], the layer-selection scores
+    pose_raw: torch.Tensor | None = None  #: [B,7] with the quaternion before normalisation (for losses)
+    aux: list[torch.Tensor] = field(default_factory=list)  #: per-step head outputs, when enabled
+
+
+class LayerBranch(nn.Module):
+    """Everything specific to one candidate layer: spatial attention and the adapter to the grid."""
+
+    def __init__(self, channels: int, cfg: JSLAConfig) -> None:
+        super().__init__()
+        self.attention = SpatialAttention(channels, cfg.hidden_channels, cfg.attention_kernel_sizes,
+                                          cfg.attention_width, cfg.attention_slope)
+        self.adapter = nn.Conv2d(channels, cfg.input_channels, 1)
+        self.grid = (cfg.grid, cfg.grid)
+
+    def forward(self, feat: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F [B,C,h,w], h_{t-1}) -> (x_t [B,D,G,G], alpha [B,1,h,w])``."""
+        out, alpha = self.attention(feat, h)
+        return resize_to(self.adapter(out), self.grid), alpha
+
+
+class InitialState(nn.Module):
+    """``h0, c0 = tanh(FC(concat of GAP of every candidate layer))`` broadcast to the grid, plus a
+    learned [hidden,G,G] bias each (the supplement's "learned initial states")."""
+
+    def __init__(self, in_features: int, hidden: int, grid: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, 2 * hidden)
+        self.bias_h = nn.Parameter(torch.zeros(hidden, grid, grid))
+        self.bias_c = nn.Parameter(torch.zeros(hidden, grid, grid))
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = torch.cat([f.mean(dim=(2, 3)) for f in feats], dim=1)
+        h, c = torch.tanh(self.fc(pooled)).chunk(2, dim=1)
+        return h[:, :, None, None] + self.bias_h, c[:, :, None, None] + self.bias_c
+
+
+class JSLA(nn.Module):
+    """The JSLA model. ``JSLA(JSLAConfig(task="pose"))(images [B,3,H,W]) -> JSLAOutput``.
+
+    Images are normalised as recorded in ``self.normalization`` (set from checkpoints).
+    """
+
+    def __init__(self, config: JSLAConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or JSLAConfig()
+        self.config = cfg
+        self.backbone = GoogLeNet(outputs=cfg.layers, style=cfg.backbone_style)
+        self.branches = nn.ModuleList(LayerBranch(c, cfg) for c in cfg.layer_channels)
+        self.initial_state = InitialState(sum(cfg.layer_channels), cfg.hidden_channels, cfg.grid)
+        self.select_layer = LayerSelector(cfg.hidden_channels, cfg.gate_embedding, len(cfg.layers))
+        self.convlstm = MultiKernelConvLSTM(cfg.input_channels, cfg.kernel_sizes, cfg.branch_channels)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.steps * cfg.hidden_channels, cfg.output_dim)
+        self.aux_heads = (nn.ModuleList(nn.Linear(cfg.hidden_channels, cfg.output_dim) for _ in range(cfg.steps))
+                          if cfg.aux_heads else None)
+        self.tau = cfg.tau_start
+        self.normalization: Normalization | None = None
+
+    # -- training-time controls -----------------------------------------------------------
+    def set_progress(self, progress: float) -> float:
+        """Anneal the Gumbel temperature for training progress in [0, 1]; returns the new tau."""
+        c = self.config
+        self.tau = temperature(progress, c.tau_start, c.tau_end, c.tau_schedule)
+        return self.tau
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> JSLAOutput:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"JSLA expects images [B,3,H,W], got {tuple(images.shape)}")
+        cfg = self.config
+        by_name = self.backbone(images)
+        feats = [by_name[name] for name in cfg.layers]
+        h, c = self.initial_state(feats)
+        hs, layers, attention, selection = [], [], [], []
+        for _ in range(cfg.steps):
+            scores = self.select_layer(h)
+            if self.training:
+                x, index, alpha = self._attend_all(feats, h, scores, generator)
+            else:
+                x, index, alpha = self._attend_chosen(feats, h, scores)
+            h, c = self.convlstm(x, h, c)
+            hs.append(h)
+            layers.append(index)
+            attention.append(alpha)
+            selection.append(scores)
+        return self._predict(hs, torch.stack(layers, dim=1), attention, selection)
+
+    def _attend_all(self, feats, h, scores, generator):
+        """Training: every branch runs and ``x = sum_i z_i x_i`` so the straight-through gradient
+        reaches the selection scores."""
+        z, index = gumbel_straight_through(scores, self.tau, generator)
+        outs = [branch(f, h) for branch, f in zip(self.branches, feats)]
+        x = sum(z[:, i, None, None, None] * x_i for i, (x_i, _) in enumerate(outs))
+        return x, index, _gather_attention([a for _, a in outs], index)
+
+    def _attend_chosen(self, feats, h, scores):
+        """Inference: deterministic argmax; only the chosen branch runs, per sample."""
+        index = scores.argmax(dim=1)
+        chosen = index.unique().tolist()
+        if len(chosen) == 1:  # the usual case (and always at B=1): no gather/scatter
+            x, alpha = self.branches[chosen[0]](feats[chosen[0]], h)
+            return x, index, alpha
+        x = h.new_empty(h.shape[0], self.config.input_channels, *h.shape[-2:])
+        alphas: list[torch.Tensor | None] = [None] * len(self.branches)
+        for i in chosen:
+            rows = (index == i).nonzero().squeeze(1)
+            x_i, a_i = self.branches[i](feats[i][rows], h[rows])
+            x[rows] = x_i
+            alphas[i] = a_i.new_zeros(h.shape[0], *a_i.shape[1:]).index_copy(0, rows, a_i)
+        return x, index, _gather_attention(alphas, index)
+
+    def _predict(self, hs, layers, attention, selection) -> JSLAOutput:
+        pooled = torch.cat(hs, dim=1).mean(dim=(2, 3))
+        raw = self.head(self.dropout(pooled))
+        aux = [head(h.mean(dim=(2, 3))) for head, h in zip(self.aux_heads, hs)] if self.aux_heads else []
+        if self.config.task == "pose":
+            pose = torch.cat([raw[:, :3], canonical_quaternion(raw[:, 3:])], dim=1)
+            return JSLAOutput(pose=pose, logits=None, layers=layers, attention=attention,
+                              selection_logits=selection, pose_raw=raw, aux=aux)
+        return JSLAOutput(pose=None, logits=raw, layers=layers, attention=attention,
+                          selection_logits=selection, aux=aux)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "JSLA":
+        from ..checkpoint import load_checkpoint
+
+        return load_checkpoint(path, map_location=map_location)
+
+
+def _gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor) -> torch.Tensor:
+    """Per sample, the attention map of the layer it chose, as one [B,1,h,w] tensor.
+
+    When samples chose layers on different grids, maps are brought to the finest chosen grid
+    by area resampling and renormalised, so each still sums to 1 (for integer ratios such as
+    7 -> 28 this spreads each cell's mass evenly over the cells it covers).
+    """
+    chosen = index.unique().tolist()
+    size = max((tuple(alphas[i].shape[-2:]) for i in chosen), key=lambda s: s[0] * s[1])
+    out = None
+    for i in chosen:
+        a = alphas[i]
+        if tuple(a.shape[-2:]) != size:
+            a = F.adaptive_avg_pool2d(a, size) if a.shape[-2] >= size[0] else F.interpolate(a, size=size, mode="nearest")
+            a = a / a.sum(dim=(2, 3), keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+        mask = (index == i).view(-1, 1, 1, 1)
+        out = torch.where(mask, a, out) if out is not None else torch.where(mask, a, torch.zeros_like(a))
+    return out
+
+
+__all__ = ["JSLA", "JSLAOutput", "CANDIDATE_LAYERS"]
