@@ -102,10 +102,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
     except ConfigError as e:
         raise CheckpointError(path, f"incompatible config: {e}") from None
     model = JSLA(config)
-    result = model.load_state_dict(payload["state_dict"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(path, f"weights do not match the config: missing {result.missing_keys[:5]}, "
-                                    f"unexpected {result.unexpected_keys[:5]}")
+    state = payload["state_dict"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(path, f"weights do not match the config: missing {missing[:3]}, "
+                                    f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
+    model.load_state_dict(state)
     if payload.get("normalization") is not None:
         try:
             model.normalization = Normalization.from_dict(payload["normalization"])

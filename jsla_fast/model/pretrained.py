@@ -119,6 +119,10 @@ def caffe_to_torch_name(caffe: str) -> str | None:
     return f"inception{block[len('inception_'):]}.{branches[part]}"
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle names a callable outside the numpy-array allow-list."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Admits only what a pickled dict of numpy arrays needs; anything else (os.system, eval,
     arbitrary classes) is refused before it can run."""
@@ -128,6 +132,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5 (numpy >= 1.16)
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("collections", "OrderedDict"),
@@ -137,7 +143,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        raise UnsafePickleError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
 
 
 def read_caffe_pickle(path: str | Path) -> dict[str, np.ndarray]:
@@ -149,9 +155,9 @@ def read_caffe_pickle(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"{path}: file not found") from None
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError as e:
-        raise WeightsError(f"{path}: unsafe or invalid pickle: {e}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except UnsafePickleError as e:
+        raise WeightsError(f"{path}: unsafe pickle: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise WeightsError(f"{path}: truncated or corrupt pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")

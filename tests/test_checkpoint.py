@@ -1,0 +1,118 @@
+"""Checkpoints: round trip, atomic writes, and clear refusals of broken or unsafe files."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import jsla_fast.checkpoint as ckpt
+from jsla_fast import JSLA, CheckpointError, JSLAConfig, Normalization, load_checkpoint, save_checkpoint
+
+
+@pytest.fixture
+def saved(tmp_path):
+    cfg = JSLAConfig(layers=("3b", "4e", "5b"), steps=2, aux_heads=True, loss={"beta": 250.0})
+    model = JSLA(cfg).eval()
+    with torch.no_grad():  # make BN statistics non-trivial so they must be saved too
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    model.normalization = Normalization(torch.rand(3, 256, 341), torch.tensor([0.2, 0.3, 0.4]).view(3, 1, 1))
+    path = save_checkpoint(model, tmp_path / "run" / "model.pt", extra={"epoch": 3})
+    return model, path
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    model, path = saved
+    loaded = JSLA.from_checkpoint(path)
+    assert not loaded.training and loaded.config == model.config
+    x = torch.randn(2, 3, 224, 224)
+    a, b = model(x), loaded(x)
+    assert torch.equal(a.pose, b.pose) and torch.equal(a.layers, b.layers)
+    assert all(torch.equal(p, q) for p, q in zip(a.attention, b.attention))
+    assert torch.equal(loaded.normalization.mean, model.normalization.mean)
+    assert torch.equal(loaded.normalization.std, model.normalization.std)
+    assert ckpt.read_checkpoint(path)["extra"] == {"epoch": 3}
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary files left
+
+
+def test_truncated_checkpoint_is_explained(saved):
+    _, path = saved
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the bare pickle below is protocol 4
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": ckpt.FORMAT, "version": 1, "config": {}, "state_dict": {}, "x": _RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+    raw = tmp_path / "evil.pkl"  # a bare pickle, not even a torch zip
+    raw.write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_missing_and_foreign_files_are_explained(tmp_path, saved):
+    model, path = saved
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_checkpoint(tmp_path)
+    plain = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), plain)
+    with pytest.raises(CheckpointError, match="not a jsla_fast checkpoint"):
+        load_checkpoint(plain)
+
+
+def edit(path: Path, change) -> Path:
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    return path
+
+
+def test_incompatible_checkpoints_are_explained(saved):
+    _, path = saved
+    with pytest.raises(CheckpointError, match="version 99 is newer"):
+        load_checkpoint(edit(path, lambda p: p.update(version=99)))
+    edit(path, lambda p: p.update(version=1))
+    with pytest.raises(CheckpointError, match=r"incompatible config: unknown config field\(s\) \['flux'\]"):
+        load_checkpoint(edit(path, lambda p: p["config"].update(flux=1)))
+    edit(path, lambda p: p["config"].pop("flux"))
+    with pytest.raises(CheckpointError, match="weights do not match the config"):
+        load_checkpoint(edit(path, lambda p: p["config"].update(layers=["3b", "4c", "4e", "5b"])))
+
+
+def test_write_is_atomic(saved, monkeypatch):
+    model, path = saved
+    before = path.read_bytes()
+
+    def crash(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(model, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]

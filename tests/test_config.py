@@ -1,0 +1,57 @@
+"""Config dataclasses: SPEC defaults, YAML round trip, errors that name the field."""
+from __future__ import annotations
+
+import pytest
+
+from jsla_fast import ConfigError, JSLAConfig
+
+
+def test_spec_defaults():
+    cfg = JSLAConfig()
+    assert cfg.task == "pose" and cfg.steps == 3
+    assert cfg.layers == ("3b", "4c", "4e", "5b") and cfg.layer_channels == (480, 512, 832, 1024)
+    assert cfg.hidden_channels == 96 and cfg.kernel_sizes == (1, 3, 5, 7)
+    assert cfg.input_channels == 128 and cfg.grid == 14 and cfg.gate_embedding == 32
+    assert (cfg.tau_start, cfg.tau_end) == (1.0, 0.1) and cfg.attention_slope == 0.01
+    assert cfg.attention_kernel_sizes == (1, 3, 5) and cfg.attention_width == 16
+    scene = JSLAConfig(task="scene")
+    assert scene.steps == 2 and scene.num_classes == 67 and scene.output_dim == 67
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = JSLAConfig(task="scene", num_classes=10, layers=("5b", "3b", "4e"), steps=4, aux_heads=True,
+                     loss={"beta": 250.0, "learned_weighting": True})
+    assert cfg.layers == ("3b", "4e", "5b")  # network order
+    path = tmp_path / "cfg.yaml"
+    cfg.save_yaml(path)
+    assert JSLAConfig.from_yaml(path) == cfg
+
+
+def test_partial_yaml_uses_defaults(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("layers: [3b, 4e, 5b]\nloss:\n  beta: 120\n")
+    cfg = JSLAConfig.from_yaml(path)
+    assert cfg.layers == ("3b", "4e", "5b") and cfg.loss.beta == 120 and cfg.steps == 3
+
+
+@pytest.mark.parametrize("text,match", [
+    ("stepz: 3\n", r"unknown config field\(s\) \['stepz'\]"),
+    ("loss:\n  bta: 3\n", r"loss\.bta"),
+    ("steps: 7\n", r"'steps' = 7 .*1 to 5"),
+    ("layers: [3b, 6a]\n", r"'layers'.*subset"),
+    ("task: depth\n", r"'task' = 'depth'"),
+    ("kernel_sizes: [1, 2]\n", r"odd kernel sizes"),
+    ("- 1\n- 2\n", r"must hold a mapping"),
+    ("steps: [\n", r"not valid YAML"),
+])
+def test_bad_config_files_are_explained(tmp_path, text, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as info:
+        JSLAConfig.from_yaml(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        JSLAConfig.from_yaml(tmp_path / "nope.yaml")
