@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads, B=1, 224x224, fp32")
     steps = " ".join(f"s{t + 1}" for t in range(cfg.steps))
     what = "x y z qw qx qy qz" if cfg.task == "pose" else "class p"
-    print(f"{'frame':>5}  {steps:<{3 * cfg.steps}}  {what:<52}  {'ms':>7}")
+    print(f"{'frame':>5}  {steps:<{3 * cfg.steps}}  {what:<59}  {'ms':>7}")
     times = []
     with torch.inference_mode():
         model(images[:1])  # warm-up: first-call allocations are not per-frame cost
@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             times.append(ms)
             chosen = " ".join(cfg.layers[j] for j in out.layers[0].tolist())
             if cfg.task == "pose":
-                value = " ".join(f"{v:+.3f}" for v in out.pose[0].tolist())
+                value = " ".join(f"{v:+.4f}" for v in out.pose[0].tolist())
             else:
                 p = torch.softmax(out.logits[0], 0)
                 value = f"{int(p.argmax())} {float(p.max()):.3f}"
-            print(f"{i:>5}  {chosen:<{3 * cfg.steps}}  {value:<52}  {ms:7.1f}")
+            print(f"{i:>5}  {chosen:<{3 * cfg.steps}}  {value:<59}  {ms:7.1f}")
     print(f"median time per frame: {statistics.median(times):.1f} ms "
           f"(min {min(times):.1f}, max {max(times):.1f}) over {len(times)} frames")
     return 0
