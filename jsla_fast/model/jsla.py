@@ -180,15 +180,14 @@ def _gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor) ->
     """
     chosen = index.unique().tolist()
     size = max((tuple(alphas[i].shape[-2:]) for i in chosen), key=lambda s: s[0] * s[1])
-    out = None
+    ref = alphas[chosen[0]]
+    out = ref.new_zeros(ref.shape[0], 1, *size)
     for i in chosen:
         a = alphas[i]
         if tuple(a.shape[-2:]) != size:
             a = F.adaptive_avg_pool2d(a, size) if a.shape[-2] >= size[0] else F.interpolate(a, size=size, mode="nearest")
             a = a / a.sum(dim=(2, 3), keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
-        mask = (index == i).view(-1, 1, 1, 1)
-        out = torch.where(mask, a, out) if out is not None else torch.where(mask, a, torch.zeros_like(a))
+        out = torch.where((index == i).view(-1, 1, 1, 1), a, out)
     return out
-
 
 __all__ = ["JSLA", "JSLAOutput", "CANDIDATE_LAYERS"]
