@@ -115,6 +115,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
     if payload.get("normalization") is not None:
         try:
             model.normalization = Normalization.from_dict(payload["normalization"])
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise CheckpointError(path, f"malformed normalization: {e}") from None
     return model.to(map_location).eval()

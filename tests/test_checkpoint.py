@@ -101,6 +101,9 @@ def test_incompatible_checkpoints_are_explained(saved):
     edit(path, lambda p: p["config"].pop("flux"))
     with pytest.raises(CheckpointError, match="weights do not match the config"):
         load_checkpoint(edit(path, lambda p: p["config"].update(layers=["3b", "4c", "4e", "5b"])))
+    edit(path, lambda p: p["config"].update(layers=["3b", "4e", "5b"]))
+    with pytest.raises(CheckpointError, match="malformed normalization"):
+        load_checkpoint(edit(path, lambda p: p.update(normalization={"mean": [1.0, 2.0]})))
 
 
 def test_write_is_atomic(saved, monkeypatch):
