@@ -6,13 +6,12 @@ refuses any pickle that would construct arbitrary objects or run code.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .config import ConfigError, JSLAConfig
 from .normalization import Normalization
 
@@ -47,18 +46,7 @@ def save_checkpoint(model, path: str | Path, *, normalization: Normalization | N
         "normalization": None if norm is None else norm.to_dict(),
         "extra": extra or {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

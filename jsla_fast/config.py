@@ -29,8 +29,31 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the allowed values."""
 
 
+class YamlConfig:
+    """to_dict / from_dict / YAML for the config dataclasses; unknown fields are errors."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        return _from_dict(cls, data, "")
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path):
+        try:
+            return cls.from_dict(_read_yaml(path))
+        except ConfigError as e:
+            if str(path) in str(e):
+                raise
+            raise ConfigError(f"config file {path}: {e}") from None
+
+
 @dataclass
-class LossConfig:
+class LossConfig(YamlConfig):
     """Training losses (SPEC §2 'Losses')."""
 
     beta: float = 500.0  #: PoseNet rotation weight; per scene (Cambridge 250-2000, 7-Scenes 120-750)
@@ -41,7 +64,7 @@ class LossConfig:
 
 
 @dataclass
-class JSLAConfig:
+class JSLAConfig(YamlConfig):
     """The JSLA model. Defaults follow SPEC §2; ``steps`` defaults to 3 for pose and 2 for scene."""
 
     task: str = "pose"
@@ -127,34 +150,77 @@ class JSLAConfig:
         if not (0.0 <= self.dropout < 1.0):
             raise bad("dropout", self.dropout, "use a probability in [0, 1)")
 
-    # -- (de)serialisation ----------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JSLAConfig":
-        return _from_dict(cls, data, "")
+@dataclass
+class DataConfig(YamlConfig):
+    """Data pipeline (SPEC §4). Pose images: shorter side ``resize``, mean image, random (train) or
+    centre (test) ``crop``. Scenes: ``scene_size`` x ``scene_size``, mean, crop, flips."""
 
-    def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    resize: int = 256
+    scene_size: int = 256
+    crop: int = 224
+    val_fraction: float = 0.1  #: held out of train for model selection (ours); test is never used
+    flip: bool | None = None  #: random horizontal flips in training; None = scenes only
+    workers: int = 2  #: DataLoader worker processes
+    seed: int = 0  #: for the validation split of scene classes
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "JSLAConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
-        try:
-            return cls.from_dict(data)
-        except ConfigError as e:
-            raise ConfigError(f"config file {path}: {e}") from None
+    def __post_init__(self) -> None:
+        if self.crop > min(self.resize, self.scene_size):
+            raise ConfigError(f"data.crop = {self.crop} is larger than data.resize/scene_size "
+                              f"({self.resize}/{self.scene_size}); crop must fit in the resized image")
+        if not (0.0 <= self.val_fraction < 1.0):
+            raise ConfigError(f"data.val_fraction = {self.val_fraction} must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig(YamlConfig):
+    """Optimisation (paper §3.4: Adam, batch 40; the rest is ours)."""
+
+    epochs: int = 30
+    batch_size: int = 40
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    deterministic: bool = False  #: bitwise-reproducible runs (slower); --resume then equals an uninterrupted run
+    amp: bool = True  #: mixed precision, CUDA only
+    grad_clip: float | None = None
+    pretrained: str | None = None  #: torchvision state dict or Caffe Places-GoogLeNet pickle for the backbone
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} = {getattr(self, name)} must be a positive integer")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr = {self.lr} must be positive")
+
+
+@dataclass
+class RunConfig(YamlConfig):
+    """Everything a training run needs; YAML sections ``model:``, ``data:``, ``train:``."""
+
+    model: JSLAConfig = field(default_factory=JSLAConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("model", JSLAConfig), ("data", DataConfig), ("train", TrainConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, _from_dict(cls, getattr(self, name), name))
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
+    return data
 
 
 def _to_plain(value: Any) -> Any:

@@ -1,28 +1,56 @@
-"""Input normalisation statistics stored with a model (SPEC §4): ``(image - mean) / std``.
+"""The model's input preprocessing, stored with every checkpoint (SPEC §4).
 
-``mean`` is a per-channel mean image ``[3,H,W]`` (PoseNet style) or per-channel values
-``[3,1,1]``; ``std`` is optional (``[3,1,1]``). Images are float RGB in [0, 1].
+An RGB image in [0, 1] is resized to ``size`` (H, W), the mean image (or per-channel mean) is
+subtracted, optionally divided by ``std``, and centre-cropped to ``crop`` x ``crop``. Training
+uses the same steps with a random crop; :meth:`prepare` is the test-time path that ``predict``,
+evaluation and the runtime share, so what a deployed model sees equals what it was tested on.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize of ``[3,h,w]`` or ``[B,3,h,w]`` float images to (H, W)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    batched = image if image.dim() == 4 else image[None]
+    out = F.interpolate(batched, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return out if image.dim() == 4 else out[0]
+
+
+def shorter_side_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """(H, W) with the shorter side ``shorter`` and the aspect ratio kept (1080x1920 -> 256x455)."""
+    if height <= width:
+        return shorter, max(1, round(width * shorter / height))
+    return max(1, round(height * shorter / width)), shorter
 
 
 @dataclass
 class Normalization:
-    mean: torch.Tensor
-    std: torch.Tensor | None = None
+    mean: torch.Tensor  #: [3,H,W] mean image at ``size``, or [3,1,1] per-channel values
+    std: torch.Tensor | None = None  #: [3,1,1] or None
+    size: tuple[int, int] | None = None  #: (H, W) images are resized to first; None: keep
+    crop: int | None = None  #: side of the centre crop; None: no crop
 
     def __post_init__(self) -> None:
-        if self.mean.dim() != 3 or self.mean.shape[0] != 3:
-            raise ValueError(f"normalisation mean must be [3,H,W] or [3,1,1], got {tuple(self.mean.shape)}")
+        if not isinstance(self.mean, torch.Tensor) or self.mean.dim() != 3 or self.mean.shape[0] != 3:
+            got = tuple(self.mean.shape) if isinstance(self.mean, torch.Tensor) else type(self.mean).__name__
+            raise ValueError(f"normalisation mean must be a tensor [3,H,W] or [3,1,1], got {got}")
         if self.std is not None and (self.std.shape != (3, 1, 1) or bool((self.std <= 0).any())):
             raise ValueError(f"normalisation std must be positive with shape [3,1,1], got {tuple(self.std.shape)}")
+        if self.size is not None:
+            self.size = (int(self.size[0]), int(self.size[1]))
+            if self.mean.shape[-2:] != (1, 1) and tuple(self.mean.shape[-2:]) != self.size:
+                raise ValueError(f"mean image is {tuple(self.mean.shape[-2:])} but images are resized to {self.size}")
+            if self.crop is not None and self.crop > min(self.size):
+                raise ValueError(f"crop {self.crop} is larger than the resized image {self.size}")
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalise ``images [B,3,H,W]``. A larger mean image is centre-cropped to the images' size,
+        """Normalise ``images [...,3,H,W]``. A larger mean image is centre-cropped to the images' size,
         as the test-time centre crop takes the image from the centre of the resized frame."""
         mean = self.mean.to(images)
         (mh, mw), (h, w) = mean.shape[-2:], images.shape[-2:]
@@ -35,9 +63,27 @@ class Normalization:
         out = images - mean
         return out if self.std is None else out / self.std.to(images)
 
-    def to_dict(self) -> dict[str, torch.Tensor | None]:
-        return {"mean": self.mean.detach().cpu(), "std": None if self.std is None else self.std.detach().cpu()}
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """Test-time path: RGB ``[3,h,w]`` or ``[B,3,h,w]`` in [0, 1] -> resized, normalised, centre-cropped."""
+        if self.size is not None:
+            image = resize_image(image, self.size)
+        image = self.apply(image)
+        return image if self.crop is None else centre_crop(image, self.crop)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.detach().cpu(), "std": None if self.std is None else self.std.detach().cpu(),
+                "size": None if self.size is None else list(self.size), "crop": self.crop}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Normalization":
-        return cls(mean=data["mean"], std=data.get("std"))
+        size = data.get("size")
+        return cls(mean=data["mean"], std=data.get("std"), size=None if size is None else tuple(size),
+                   crop=data.get("crop"))
+
+
+def centre_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    if crop > h or crop > w:
+        raise ValueError(f"cannot crop {crop}x{crop} from a {h}x{w} image")
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return image[..., top:top + crop, left:left + crop]
