@@ -2,9 +2,9 @@
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, JSLAConfig, LossConfig
 from .losses import JSLALoss
-from .model import JSLA, JSLAOutput
+from .model import JSLA, JSLAOutput, PoseNet
 from .normalization import Normalization
 
 __version__ = "0.1.0"
-__all__ = ["JSLA", "JSLAConfig", "JSLAOutput", "LossConfig", "JSLALoss", "Normalization",
+__all__ = ["JSLA", "PoseNet", "JSLAConfig", "JSLAOutput", "LossConfig", "JSLALoss", "Normalization",
            "save_checkpoint", "load_checkpoint", "CheckpointError", "ConfigError"]

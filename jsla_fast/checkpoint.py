@@ -30,7 +30,7 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(model, path: str | Path, *, normalization: Normalization | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (a :class:`~jsla_fast.JSLA`) to ``path`` atomically and return the path.
+    """Write ``model`` (:class:`~jsla_fast.JSLA` or the PoseNet baseline) to ``path`` atomically.
 
     ``normalization`` defaults to ``model.normalization``; ``extra`` holds further plain data
     (tensors, numbers, strings, lists, dicts), e.g. training state.
@@ -40,7 +40,7 @@ def save_checkpoint(model, path: str | Path, *, normalization: Normalization | N
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "model": "jsla",
+        "model": model.kind,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "normalization": None if norm is None else norm.to_dict(),
@@ -78,18 +78,26 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Build the model a checkpoint describes, load its weights and normalisation; eval mode."""
+def model_classes() -> dict:
     from .model.jsla import JSLA
+    from .model.posenet import PoseNet
 
+    return {cls.kind: cls for cls in (JSLA, PoseNet)}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Build the model a checkpoint describes (JSLA or PoseNet), load its weights and
+    normalisation, and return it in eval mode."""
     payload = read_checkpoint(path, map_location)
-    if payload.get("model", "jsla") != "jsla":
-        raise CheckpointError(path, f"holds a {payload.get('model')!r} model, not JSLA")
+    classes = model_classes()
+    kind = payload.get("model", "jsla")
+    if kind not in classes:
+        raise CheckpointError(path, f"holds an unknown model kind {kind!r}; this jsla_fast knows {sorted(classes)}")
     try:
         config = JSLAConfig.from_dict(payload["config"])
     except ConfigError as e:
         raise CheckpointError(path, f"incompatible config: {e}") from None
-    model = JSLA(config)
+    model = classes[kind](config)
     state = payload["state_dict"]
     own = model.state_dict()
     missing = [k for k in own if k not in state]

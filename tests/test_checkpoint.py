@@ -119,3 +119,16 @@ def test_write_is_atomic(saved, monkeypatch):
         save_checkpoint(model, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
+
+
+def test_posenet_baseline_round_trip(tmp_path):
+    from jsla_fast import PoseNet
+
+    model = PoseNet(JSLAConfig(task="scene", num_classes=4)).eval()
+    path = save_checkpoint(model, tmp_path / "posenet.pt")
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded, PoseNet)
+    x = torch.randn(2, 3, 224, 224)
+    assert torch.equal(model(x).logits, loaded(x).logits)
+    with pytest.raises(CheckpointError, match="holds a 'posenet' model, not JSLA"):
+        JSLA.from_checkpoint(path)

@@ -16,26 +16,9 @@ from jsla_fast.data import DataError, open_dataset, read_records
 from jsla_fast.data import mean_image as mean_image_module
 from jsla_fast.pose import quaternion_to_matrix
 
+from datasets import S, cambridge, mit67, seven_scenes, write_image
+
 CFG = DataConfig(resize=32, scene_size=32, crop=24, val_fraction=0.25, workers=0)
-S = math.sqrt(0.5)
-
-
-def write_image(path: Path, rng: np.random.Generator, size=(40, 30), fmt=None) -> np.ndarray:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, format=fmt)
-    return pixels
-
-
-def cambridge(root: Path, rng, lines_train: list[str] | None = None) -> Path:
-    for seq in ("seq1", "seq2"):
-        for i in range(4):
-            write_image(root / seq / f"frame{i:05d}.png", rng)
-    header = "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
-    train = lines_train or [f"seq{s}/frame{i:05d}.png {s} {i} 0.5 1 0 0 0" for s in (1, 2) for i in range(4)]
-    (root / "dataset_train.txt").write_text(header + "\n".join(train) + "\n")
-    (root / "dataset_test.txt").write_text(header + f"seq2/frame00000.png 1.0 2.0 3.0 {S} 0 0 {S}\n")
-    return root
 
 
 def test_cambridge_reads_poses_w_first(tmp_path, seed):
@@ -73,22 +56,6 @@ def test_malformed_line_names_file_and_line_and_skip_bad_counts(tmp_path, seed, 
     assert any("skipped 3 bad entries" in r.getMessage() for r in caplog.records)
 
 
-def seven_scenes(root: Path, rng, ext="png") -> Path:
-    rz90 = np.array([[0.0, -1, 0, 1.0], [1, 0, 0, 2.0], [0, 0, 1, 3.0], [0, 0, 0, 1]])
-    for s in (1, 2, 3):
-        for i in range(4):
-            write_image(root / f"seq-{s:02d}" / f"frame-{i:06d}.color.{ext}", rng,
-                        fmt="JPEG" if ext == "jpg" else None)
-            pose = rz90.copy()
-            pose[0, 3] = s * 10 + i
-            # the 7-Scenes files: tab/space separated rows, trailing whitespace
-            text = "\n".join("\t".join(f"{v:.7e}" for v in row) + " \t" for row in pose) + "\n"
-            (root / f"seq-{s:02d}" / f"frame-{i:06d}.pose.txt").write_text(text)
-    (root / "TrainSplit.txt").write_text("sequence1\nsequence3\n")
-    (root / "TestSplit.txt").write_text("sequence2\n")
-    return root
-
-
 @pytest.mark.parametrize("ext", ["png", "jpg"])
 def test_7scenes_reads_matrices(tmp_path, ext, seed):
     root = seven_scenes(tmp_path, np.random.default_rng(seed), ext)
@@ -115,17 +82,6 @@ def test_7scenes_bad_pose_file(tmp_path, seed):
     (root / "TrainSplit.txt").write_text("sequence9\n")
     with pytest.raises(DataError, match=r"TrainSplit.txt:1: sequence folder .*seq-09 does not exist"):
         read_records(root, "7scenes", "train", CFG)
-
-
-def mit67(root: Path, rng) -> Path:
-    train, test = [], []
-    for c in ("bookstore", "airport_inside", "closet"):
-        for i in range(4):
-            write_image(root / "Images" / c / f"img{i}.jpg", rng, fmt="JPEG")
-            (train if i < 3 else test).append(f"{c}/img{i}.jpg")
-    (root / "TrainImages.txt").write_text("\n".join(train) + "\n")
-    (root / "TestImages.txt").write_text("\n".join(test) + "\n")
-    return root
 
 
 def test_mit67_labels_follow_sorted_classes(tmp_path, seed):

@@ -83,6 +83,8 @@ class JSLA(nn.Module):
     Images are normalised as recorded in ``self.normalization`` (set from checkpoints).
     """
 
+    kind = "jsla"
+
     def __init__(self, config: JSLAConfig | None = None) -> None:
         super().__init__()
         cfg = config or JSLAConfig()
@@ -166,9 +168,12 @@ class JSLA(nn.Module):
     # -- checkpoints ----------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "JSLA":
-        from ..checkpoint import load_checkpoint
+        from ..checkpoint import CheckpointError, load_checkpoint
 
-        return load_checkpoint(path, map_location=map_location)
+        model = load_checkpoint(path, map_location=map_location)
+        if not isinstance(model, cls):
+            raise CheckpointError(path, f"holds a {model.kind!r} model, not JSLA; use jsla_fast.load_checkpoint")
+        return model
 
 
 def _gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor) -> torch.Tensor:

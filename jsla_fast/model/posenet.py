@@ -1,0 +1,44 @@
+"""PoseNet baseline (Kendall et al. 2015) on the same backbone, data and loss as JSLA.
+
+GoogLeNet -> GAP of 5b -> FC 2048 -> ReLU -> dropout -> FC to the pose (x,y,z + quaternion) or
+class logits: PoseNet's final regressor (its two auxiliary regressors are left out). For the
+scene task it is the plain GoogLeNet baseline of the paper's Table 2.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import JSLAConfig
+from ..normalization import Normalization
+from ..pose import canonical_quaternion
+from .googlenet import GoogLeNet
+from .jsla import JSLAOutput
+
+
+class PoseNet(nn.Module):
+    kind = "posenet"
+
+    def __init__(self, config: JSLAConfig | None = None, hidden: int = 2048) -> None:
+        super().__init__()
+        cfg = config or JSLAConfig()
+        self.config = cfg
+        self.backbone = GoogLeNet(outputs=("5b",), style=cfg.backbone_style)
+        self.fc = nn.Linear(1024, hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(hidden, cfg.output_dim)
+        self.normalization: Normalization | None = None
+
+    def set_progress(self, progress: float) -> None:
+        """No annealed parts; present so training treats both models alike."""
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> JSLAOutput:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"PoseNet expects images [B,3,H,W], got {tuple(images.shape)}")
+        pooled = self.backbone(images)["5b"].mean(dim=(2, 3))
+        raw = self.head(self.dropout(torch.relu(self.fc(pooled))))
+        none = torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device)
+        if self.config.task == "pose":
+            pose = torch.cat([raw[:, :3], canonical_quaternion(raw[:, 3:])], dim=1)
+            return JSLAOutput(pose=pose, logits=None, layers=none, attention=[], selection_logits=[], pose_raw=raw)
+        return JSLAOutput(pose=None, logits=raw, layers=none, attention=[], selection_logits=[])

@@ -1,0 +1,127 @@
+"""Training through the real command line: loss goes down, --resume after a kill reproduces the
+uninterrupted run, torchrun with 2 CPU processes, and clear errors for bad starts."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datasets import mit67, seven_scenes
+
+CONFIG = """\
+model: {{steps: 2, dropout: 0.0}}
+data: {{resize: 30, crop: 24, workers: 0, val_fraction: 0.25}}
+train: {{epochs: {epochs}, batch_size: 2, lr: 0.001, deterministic: true}}
+"""
+
+
+def train_cmd(data: Path, out: Path, cfg: Path, *extra: str, fmt: str = "7scenes") -> list[str]:
+    return [sys.executable, "-m", "jsla_fast.train", "--data", str(data), "--format", fmt, "--out", str(out),
+            "--config", str(cfg), "--threads", "1", *extra]
+
+
+def metrics(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def scene(tmp_path, seed):
+    return seven_scenes(tmp_path / "data", np.random.default_rng(seed))
+
+
+def write_config(tmp_path: Path, epochs: int) -> Path:
+    path = tmp_path / f"cfg{epochs}.yaml"
+    path.write_text(CONFIG.format(epochs=epochs))
+    return path
+
+
+def test_training_reduces_the_loss_and_writes_its_files(tmp_path, scene):
+    run = tmp_path / "run"
+    proc = subprocess.run(train_cmd(scene, run, write_config(tmp_path, 4)), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = metrics(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
+    assert float(rows[0]["tau"]) > float(rows[-1]["tau"]) == pytest.approx(0.1)
+    for name in ("config.yaml", "train.log", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+    assert "best checkpoint:" in proc.stdout
+    # an existing run is never overwritten by accident
+    again = subprocess.run(train_cmd(scene, run, write_config(tmp_path, 4)), capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, scene):
+    cfg = write_config(tmp_path, 5)
+    full = tmp_path / "full"
+    proc = subprocess.run(train_cmd(scene, full, cfg), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    cut = tmp_path / "cut"
+    victim = subprocess.Popen(train_cmd(scene, cut, cfg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if (cut / "metrics.csv").exists() and len(metrics(cut)) >= 2:
+            break
+        time.sleep(0.02)
+    assert victim.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(victim.pid, signal.SIGKILL)  # a hard stop somewhere in epoch 3
+    victim.wait()
+    done = len(metrics(cut))
+    assert 2 <= done < 5
+    proc = subprocess.run(train_cmd(scene, cut, cfg, "--resume"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming {cut} at epoch {done + 1} of 5" in proc.stderr
+    a = torch.load(full / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(cut / "last.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"resumed run differs in {different[:5]}"
+    assert [r["train_loss"] for r in metrics(full)] == [r["train_loss"] for r in metrics(cut)]
+
+
+def test_torchrun_two_cpu_processes(tmp_path, scene):
+    run = tmp_path / "ddp"
+    cfg = write_config(tmp_path, 2)
+
+    def cmd(out: Path, batch: int) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "jsla_fast.train", "--data", str(scene), "--format", "7scenes", "--out", str(out),
+                "--config", str(cfg), "--threads", "1", "--device", "cpu", "--batch-size", str(batch)]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd(run, 4), capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "(2 process(es))" in proc.stderr
+    assert len(metrics(run)) == 2 and (run / "best.pt").is_file()
+    assert proc.stdout.count("best checkpoint:") == 1  # only rank 0 reports and writes
+    one = subprocess.run(cmd(tmp_path / "ddp1", 2), capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode != 0 and "BatchNorm needs at least 2: use --batch-size 4" in one.stderr
+
+
+def test_scene_training_and_task_mismatch(tmp_path, seed):
+    data = mit67(tmp_path / "mit", np.random.default_rng(seed))
+    cfg = write_config(tmp_path, 1)
+    run = tmp_path / "scene"
+    proc = subprocess.run(train_cmd(data, run, cfg, "--model", "posenet", fmt="mit67"), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert ckpt["model"] == "posenet" and ckpt["config"]["task"] == "scene" and ckpt["config"]["num_classes"] == 3
+    assert ckpt["extra"]["classes"] == ["airport_inside", "bookstore", "closet"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {task: pose}\n")
+    proc = subprocess.run(train_cmd(data, tmp_path / "x", bad, fmt="mit67"), capture_output=True, text=True)
+    assert proc.returncode == 2 and "mit67 is a scene dataset but the model config says task: pose" in proc.stderr
+    proc = subprocess.run(train_cmd(data, tmp_path / "y", cfg, "--resume", fmt="mit67"), capture_output=True, text=True)
+    assert proc.returncode == 2 and "last.pt does not exist" in proc.stderr
