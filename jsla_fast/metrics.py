@@ -44,7 +44,9 @@ def run_model(model, loader: DataLoader, device: torch.device | str = "cpu", pro
 
 def pose_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     t, r = pose_errors(pred.double(), target.double())
-    return {"median_t_m": float(t.median()), "median_r_deg": float(r.median()),
+    # quantile, not Tensor.median: for an even count the median is the mean of the middle two
+    # (numpy's and PoseNet's convention), while Tensor.median returns the lower one
+    return {"median_t_m": float(t.quantile(0.5)), "median_r_deg": float(r.quantile(0.5)),
             "mean_t_m": float(t.mean()), "mean_r_deg": float(r.mean()), "count": int(t.numel())}
 
 

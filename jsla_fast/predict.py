@@ -1,0 +1,82 @@
+"""Run a trained model on images: one JSON line per image on stdout.
+
+    python -m jsla_fast.predict --checkpoint RUN/best.pt IMAGE_OR_DIR... [--overlay DIR]
+
+Pose models print ``{"image", "position": [x,y,z], "orientation_wxyz": [qw,qx,qy,qz],
+"orientation_xyzw": [...] (ROS order), "layers": [...], "ms"}``; scene models print the class,
+its probability and the layers. ``--overlay DIR`` writes each image's attention per step (PNG).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from .data import DataError, load_image
+from .inference import attention_picture, image_files, localize
+from .plots import save_png
+
+log = logging.getLogger("jsla_fast.predict")
+
+
+def describe(model, result, classes: list[str] | None) -> dict:
+    names = getattr(model.config, "layers", ())
+    line: dict = {"layers": [names[i] for i in result.layers], "ms": round(result.ms, 3)}
+    if result.pose is not None:
+        x, y, z, qw, qx, qy, qz = result.pose
+        line.update(position=[x, y, z], orientation_wxyz=[qw, qx, qy, qz], orientation_xyzw=[qx, qy, qz, qw])
+    else:
+        p = torch.softmax(torch.tensor(result.logits), 0)
+        k = int(p.argmax())
+        line.update({"class": classes[k] if classes else str(k), "class_index": k, "probability": float(p[k])})
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(prog="python -m jsla_fast.predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    ap.add_argument("--overlay", help="folder for attention overlays (PNG)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--skip-bad", action="store_true", help="skip unreadable images and report their count")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_checkpoint(args.checkpoint, map_location=args.device)
+        classes = read_checkpoint(args.checkpoint)["extra"].get("classes")
+    except CheckpointError as e:
+        log.error("%s", e)
+        return 2
+    files = image_files(args.inputs)
+    if not files:
+        log.error("no images found in %s", " ".join(args.inputs))
+        return 2
+    skipped = 0
+    for path in files:
+        try:
+            image = load_image(path)
+        except DataError as e:
+            if not args.skip_bad:
+                log.error("%s", e)
+                return 2
+            skipped += 1
+            continue
+        result = localize(model, image, args.device)
+        print(json.dumps({"image": str(path), **describe(model, result, classes)}), flush=True)
+        if args.overlay and result.attention:
+            save_png(attention_picture(model, image, result), Path(args.overlay) / f"{path.stem}.attention.png")
+    if skipped:
+        log.warning("skipped %d unreadable image(s) (--skip-bad)", skipped)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
