@@ -1,83 +1,168 @@
-"""The README's main job (for now): build a JSLA model, run it frame by frame on generated
-images and print, per frame, the layer chosen at each step, the pose and the time taken.
+"""The README's main job: the whole relocalization workflow on the embedded synthetic scene.
 
-    python -m jsla_fast.demo [--frames 8] [--task pose|scene] [--layers 3b,4c,4e,5b] [--steps N]
+    python -m jsla_fast.demo [--out demo_out] [--epochs 10] [--quick]
 
-The weights are freshly initialised (no training yet), so poses and choices are arbitrary; the
-point is the whole forward pass running end to end and its latency on this machine.
+1. renders the default synthetic indoor scene (7-Scenes layout) into OUT/data (reused when it
+   already holds the same scene);
+2. trains JSLA and the PoseNet baseline with the same budget (epochs, batch, learning rate, data);
+3. evaluates both on the test trajectories (plots, overlays, results.json in OUT/<model>/eval);
+4. writes OUT/summary.json and OUT/summary.md, with a "mean pose" reference (always predicting
+   the training set's mean pose) so the numbers can be read against chance;
+5. runs the trained JSLA frame by frame on a few test images, printing the layer chosen at each
+   step, the pose error and the time per frame.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import shutil
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from . import JSLA, JSLAConfig
+from .atomic import atomic_write
+from .checkpoint import load_checkpoint
+from .config import DataConfig, JSLAConfig, LossConfig, RunConfig, TrainConfig
+from .data import load_image, read_records
+from .evaluate import evaluate
+from .inference import localize
+from .metrics import pose_metrics
+from .pose import pose_errors
+from .train import mean_pose, train
+
+log = logging.getLogger("jsla_fast.demo")
+
+DEFAULT = {"train": 600, "test": 200, "size": (320, 240), "epochs": 10, "resize": 128, "crop": 112}
+QUICK = {"train": 24, "test": 8, "size": (64, 48), "epochs": 1, "resize": 40, "crop": 32}
+MODELS = ("jsla", "posenet")
 
 
-def generated_images(n: int, size: int = 224, seed: int = 0) -> torch.Tensor:
-    """``n`` RGB images in [0, 1]: a smooth colour gradient with a few random boxes and discs."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    images = []
-    for _ in range(n):
-        base = torch.rand(3, 2, generator=g)
-        img = base[:, :1, None] * xx + base[:, 1:, None] * yy
-        for _ in range(6):
-            colour = torch.rand(3, 1, 1, generator=g)
-            cx, cy, r = torch.rand(3, generator=g).tolist()
-            if torch.rand(1, generator=g).item() < 0.5:
-                mask = ((xx - cx).abs() < r / 3) & ((yy - cy).abs() < r / 4)
-            else:
-                mask = (xx - cx) ** 2 + (yy - cy) ** 2 < (r / 4) ** 2
-            img = torch.where(mask, colour, img)
-        images.append(img.clamp(0, 1))
-    return torch.stack(images)
+def demo_config(epochs: int, resize: int, crop: int, seed: int) -> RunConfig:
+    return RunConfig(
+        model=JSLAConfig(task="pose", steps=3, loss=LossConfig(learned_weighting=True)),
+        data=DataConfig(resize=resize, crop=crop, workers=0, val_fraction=0.1),
+        train=TrainConfig(epochs=epochs, batch_size=16, lr=1e-3, seed=seed),
+    )
+
+
+def synthetic_scene(out: Path, seed: int, train_n: int, test_n: int, size: tuple[int, int]) -> Path:
+    """Render the scene unless ``out`` already holds exactly this one."""
+    from .synth import generate_pose_scene
+
+    meta = out / "scene.json"
+    if meta.is_file():
+        saved = json.loads(meta.read_text())
+        if saved.get("demo_args") == [seed, train_n, test_n, list(size)]:
+            log.info("reusing the synthetic scene in %s", out)
+            return out
+        shutil.rmtree(out)
+    generate_pose_scene(out, seed=seed, train=train_n, test=test_n, size=size)
+    saved = json.loads(meta.read_text())
+    saved["demo_args"] = [seed, train_n, test_n, list(size)]
+    atomic_write(meta, lambda f: f.write(json.dumps(saved, indent=2).encode()))
+    return out
+
+
+def mean_pose_reference(data: Path, cfg: RunConfig) -> dict:
+    """Errors of always answering the training set's mean position and mean orientation."""
+    train = read_records(data, "7scenes", "train", cfg.data).targets
+    test = read_records(data, "7scenes", "test", cfg.data).targets
+    return pose_metrics(mean_pose(train).expand_as(test), test)
+
+
+def summary_markdown(summary: dict) -> str:
+    rows = [("JSLA", "jsla"), ("PoseNet (same budget)", "posenet"), ("mean training pose", "mean_pose")]
+    s = summary["setup"]
+    lines = [
+        "# jsla_fast demo: synthetic indoor scene",
+        "",
+        f"{s['train_images']} training / {s['test_images']} test images ({s['image_size']}), input "
+        f"{s['crop']}x{s['crop']}, {s['epochs']} epochs, batch {s['batch_size']}, Adam lr {s['lr']}, "
+        f"{s['threads']} CPU threads, torch {s['torch']}.",
+        "",
+        "| model | median position error (m) | median rotation error (deg) | mean position (m) | mean rotation (deg) "
+        "| training time (s) | inference (ms/image) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, key in rows:
+        r = summary[key]
+        train_s = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
+        infer = f"{1000 * r['seconds_per_image']:.1f}" if "seconds_per_image" in r else "-"
+        lines.append(f"| {label} | {r['median_t_m']:.3f} | {r['median_r_deg']:.2f} | {r['mean_t_m']:.3f} | "
+                     f"{r['mean_r_deg']:.2f} | {train_s} | {infer} |")
+    if summary["jsla"].get("layer_usage"):
+        usage = "; ".join(f"step {t + 1}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in u.items() if v > 0)
+                          for t, u in enumerate(summary["jsla"]["layer_usage"]))
+        lines += ["", f"JSLA layer usage on the test images: {usage}."]
+    lines += ["", f"Total demo time: {s['total_seconds']:.0f} s. Plots: `jsla/eval/`, `posenet/eval/`."]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(prog="python -m jsla_fast.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--task", choices=["pose", "scene"], default="pose")
-    ap.add_argument("--layers", default="3b,4c,4e,5b", help="comma-separated candidate layers")
-    ap.add_argument("--steps", type=int, default=None, help="ConvLSTM steps (default: 3 pose, 2 scene)")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    ap.add_argument("--out", default="demo_out")
+    ap.add_argument("--epochs", type=int, help=f"training epochs for each model (default {DEFAULT['epochs']})")
+    ap.add_argument("--quick", action="store_true", help="a tiny run that checks the workflow in about a minute")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
+    ap.add_argument("--frames", type=int, default=5, help="test frames to run one by one at the end")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    p = dict(QUICK if args.quick else DEFAULT)
+    if args.epochs:
+        p["epochs"] = args.epochs
+    out = Path(args.out)
+    started = time.perf_counter()
 
-    cfg = JSLAConfig(task=args.task, layers=tuple(args.layers.split(",")), steps=args.steps)
-    model = JSLA(cfg).eval()
-    images = generated_images(args.frames, seed=args.seed)
-    images = images - images.mean(dim=(0, 2, 3), keepdim=True)  # per-channel mean, as in training
-    print(f"JSLA reference model, freshly initialised weights (no training yet): task={cfg.task}, "
-          f"layers={'/'.join(cfg.layers)}, N={cfg.steps} steps, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, B=1, 224x224, fp32")
-    steps = " ".join(f"s{t + 1}" for t in range(cfg.steps))
-    what = "x y z qw qx qy qz" if cfg.task == "pose" else "class p"
-    print(f"{'frame':>5}  {steps:<{3 * cfg.steps}}  {what:<59}  {'ms':>7}")
-    times = []
-    with torch.inference_mode():
-        model(images[:1])  # warm-up: first-call allocations are not per-frame cost
-        for i in range(args.frames):
-            t0 = time.perf_counter()
-            out = model(images[i:i + 1])
-            ms = (time.perf_counter() - t0) * 1e3
-            times.append(ms)
-            chosen = " ".join(cfg.layers[j] for j in out.layers[0].tolist())
-            if cfg.task == "pose":
-                value = " ".join(f"{v:+.4f}" for v in out.pose[0].tolist())
-            else:
-                p = torch.softmax(out.logits[0], 0)
-                value = f"{int(p.argmax())} {float(p.max()):.3f}"
-            print(f"{i:>5}  {chosen:<{3 * cfg.steps}}  {value:<59}  {ms:7.1f}")
-    print(f"median time per frame: {statistics.median(times):.1f} ms "
-          f"(min {min(times):.1f}, max {max(times):.1f}) over {len(times)} frames")
+    data = synthetic_scene(out / "data", args.seed, p["train"], p["test"], p["size"])
+    cfg = demo_config(p["epochs"], p["resize"], p["crop"], args.seed)
+    summary: dict = {}
+    for kind in MODELS:
+        run = out / kind / "run"
+        if run.exists():
+            shutil.rmtree(run)  # the demo always trains afresh
+        t0 = time.perf_counter()
+        best = train(RunConfig.from_dict(cfg.to_dict()), data, "7scenes", run, kind, device="cpu")
+        train_seconds = time.perf_counter() - t0
+        results = evaluate(best, data, "7scenes", out / kind / "eval", overlays=4)
+        summary[kind] = {k: results[k] for k in ("median_t_m", "median_r_deg", "mean_t_m", "mean_r_deg",
+                                                 "seconds_per_image", "layer_usage", "count")}
+        summary[kind].update(train_seconds=train_seconds, checkpoint=str(best))
+    summary["mean_pose"] = mean_pose_reference(data, cfg)
+    summary["setup"] = {"train_images": p["train"], "test_images": p["test"], "image_size": "x".join(map(str, p["size"])),
+                        "crop": p["crop"], "epochs": p["epochs"], "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+                        "threads": torch.get_num_threads(), "torch": torch.__version__,
+                        "total_seconds": time.perf_counter() - started}
+    atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    markdown = summary_markdown(summary)
+    atomic_write(out / "summary.md", lambda f: f.write(markdown.encode()))
+    print("\n" + markdown)
+    run_frames(Path(summary["jsla"]["checkpoint"]), data, cfg, args.frames)
     return 0
+
+
+def run_frames(checkpoint: Path, data: Path, cfg: RunConfig, frames: int) -> None:
+    """The trained JSLA on single test frames: layer choice per step, pose error, time."""
+    model = load_checkpoint(checkpoint)
+    test = read_records(data, "7scenes", "test", cfg.data)
+    names = model.config.layers
+    picks = torch.linspace(0, len(test) - 1, min(frames, len(test))).round().long().tolist()
+    print(f"{'frame':<36} {'layers':<12} {'t err (m)':>9} {'r err (deg)':>11} {'ms':>7}")
+    times = []
+    for i in picks:
+        result = localize(model, load_image(test.paths[i]))
+        t_err, r_err = pose_errors(torch.tensor(result.pose, dtype=torch.float64), test.targets[i])
+        times.append(result.ms)
+        frame = f"{test.paths[i].parent.name}/{test.paths[i].name}"
+        print(f"{frame:<36} {' '.join(names[j] for j in result.layers):<12} {float(t_err):9.3f} "
+              f"{float(r_err):11.2f} {result.ms:7.1f}")
+    print(f"median time per frame: {statistics.median(times):.1f} ms (B=1, {cfg.data.crop}x{cfg.data.crop}, "
+          f"fp32, {torch.get_num_threads()} threads)")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,12 @@ class Predictions:
 def run_model(model, loader: DataLoader, device: torch.device | str = "cpu", progress: bool = False) -> Predictions:
     import time
 
-    from tqdm import tqdm
+    from .progress import progress
 
     model.eval()
     outs, targets, layers, aux = [], [], [], []
     start = time.perf_counter()
-    for images, target in tqdm(loader, desc="predict", unit="batch", leave=False, disable=not progress):
+    for images, target in progress(loader, desc="predict", unit="batch", leave=False, disable=not progress):
         out = model(images.to(device))
         outs.append((out.pose if out.pose is not None else out.logits).float().cpu())
         targets.append(target)

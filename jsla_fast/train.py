@@ -27,7 +27,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
@@ -36,6 +35,8 @@ from .losses import JSLALoss
 from .metrics import run_model, task_metrics
 from .model import JSLA, PoseNet
 from .model.pretrained import load_caffe_googlenet, load_torchvision_googlenet
+from .pose import canonical_quaternion
+from .progress import progress
 
 log = logging.getLogger("jsla_fast.train")
 MODELS = {"jsla": JSLA, "posenet": PoseNet}
@@ -123,6 +124,22 @@ def build_model(kind: str, cfg: RunConfig) -> nn.Module:
     return model
 
 
+def mean_pose(poses: torch.Tensor) -> torch.Tensor:
+    """Mean position and chordal mean orientation (quaternions first put in one hemisphere)."""
+    q = poses[:, 3:] * torch.where(poses[:, 3:] @ poses[0, 3:] < 0, -1.0, 1.0)[:, None]
+    return torch.cat([poses[:, :3].mean(0), canonical_quaternion(q.mean(0))])
+
+
+def init_heads_at(model: nn.Module, pose: torch.Tensor) -> None:
+    """Make every pose head answer ``pose`` before training, so learning starts from the mean
+    pose rather than from the origin, metres away (the head's weights stay random)."""
+    heads = [model.head] + list(getattr(model, "aux_heads", None) or [])
+    with torch.no_grad():
+        for head in heads:
+            head.bias.copy_(pose.to(head.bias))
+            head.weight.mul_(0.1)
+
+
 def validation_score(task: str, metrics: dict, val_loss: float) -> float:
     """Lower is better. Poses: the validation loss (its beta is the user's position/rotation
     trade-off); scenes: 1 - accuracy."""
@@ -172,7 +189,10 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
         log.info("num_classes set to %d from the data (config had %d)", len(classes), cfg.model.num_classes)
         cfg.model.num_classes = len(classes)
 
-    model = build_model(kind, cfg).to(procs.device)
+    model = build_model(kind, cfg)
+    if task == "pose" and cfg.train.head_init_mean and state is None:
+        init_heads_at(model, mean_pose(train_set.records.targets.float()))
+    model = model.to(procs.device)
     model.normalization = train_set.normalization
     objective = Objective(model, JSLALoss(cfg.model)).to(procs.device)
     optimizer = torch.optim.Adam(objective.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -220,7 +240,7 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
                             pin_memory=procs.device.type == "cuda")
         objective.train()
         started, losses, seen = time.perf_counter(), [], 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", disable=not procs.main,
+        bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", disable=not procs.main,
                    leave=False)
         for step, (images, targets) in enumerate(bar):
             model.set_progress((epoch * steps_per_epoch + step) / max(total_steps - 1, 1))
@@ -239,7 +259,7 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
             scaler.update()
             losses.append(float(loss.detach()))
             seen += images.shape[0] * procs.world
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", tau=f"{getattr(model, 'tau', 0):.2f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", **({"tau": f"{model.tau:.2f}"} if hasattr(model, "tau") else {}), refresh=False)
         seconds = time.perf_counter() - started
 
         row = {"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1), "tau": getattr(model, "tau", ""),

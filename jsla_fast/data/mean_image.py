@@ -10,10 +10,10 @@ import logging
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..atomic import atomic_write
 from ..normalization import resize_image
+from ..progress import progress
 from .images import load_image
 from .records import Records
 
@@ -39,7 +39,7 @@ def mean_image(records: Records, size: tuple[int, int], root: Path) -> torch.Ten
             except Exception:  # a damaged cache is recomputed, never trusted
                 log.warning("ignoring damaged mean-image cache %s", cached)
     total = torch.zeros(3, *size, dtype=torch.float64)
-    for p in tqdm(records.paths, desc="mean image", unit="img", leave=False, disable=len(records) < 50):
+    for p in progress(records.paths, desc="mean image", unit="img", leave=False, disable=len(records) < 50):
         total += resize_image(load_image(p), size).double()
     mean = (total / max(len(records), 1)).float()
     for folder in folders:
