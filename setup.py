@@ -14,6 +14,6 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["jsla_fast", "jsla_fast.*"]),
     install_requires=["torch>=2.4", "numpy>=1.23", "pyyaml>=6", "pillow>=9", "tqdm>=4.60", "matplotlib>=3.6"],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "tensorboard>=2.12"], "tensorboard": ["tensorboard>=2.12"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],
 )

@@ -179,6 +179,7 @@ class TrainConfig(YamlConfig):
     epochs: int = 30
     batch_size: int = 40
     lr: float = 1e-4
+    lr_schedule: str = "cosine"  #: "cosine" decays to 0 over the run, "constant" keeps lr (ours)
     weight_decay: float = 0.0
     seed: int = 0
     deterministic: bool = False  #: bitwise-reproducible runs (slower); --resume then equals an uninterrupted run
@@ -193,6 +194,8 @@ class TrainConfig(YamlConfig):
                 raise ConfigError(f"train.{name} = {getattr(self, name)} must be a positive integer")
         if self.lr <= 0:
             raise ConfigError(f"train.lr = {self.lr} must be positive")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"train.lr_schedule = {self.lr_schedule!r}; use 'cosine' or 'constant'")
 
 
 @dataclass

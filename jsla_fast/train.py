@@ -140,6 +140,13 @@ def init_heads_at(model: nn.Module, pose: torch.Tensor) -> None:
             head.weight.mul_(0.1)
 
 
+def learning_rate(cfg, progress: float) -> float:
+    """The lr at training progress in [0, 1]; a pure function of the step, so --resume is exact."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return cfg.lr
+
+
 def validation_score(task: str, metrics: dict, val_loss: float) -> float:
     """Lower is better. Poses: the validation loss (its beta is the user's position/rotation
     trade-off); scenes: 1 - accuracy."""
@@ -206,10 +213,12 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_score, history = state["epoch"] + 1, state["best_score"], state["history"]
         log.info("resuming %s at epoch %d of %d", out, start_epoch + 1, cfg.train.epochs)
+    board = None
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(out / "config.yaml")
         _log_to_file(out / "train.log")
+        board = tensorboard_writer(out)
     trainable = (nn.parallel.DistributedDataParallel(objective, device_ids=None if procs.device.type == "cpu"
                                                      else [procs.device]) if procs.world > 1 else objective)
 
@@ -243,7 +252,10 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
         bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", disable=not procs.main,
                    leave=False)
         for step, (images, targets) in enumerate(bar):
-            model.set_progress((epoch * steps_per_epoch + step) / max(total_steps - 1, 1))
+            done = (epoch * steps_per_epoch + step) / max(total_steps - 1, 1)  # training progress
+            model.set_progress(done)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg.train, done)
             images, targets = images.to(procs.device, non_blocking=True), targets.to(procs.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(procs.device.type, dtype=torch.float16, enabled=amp):
@@ -263,7 +275,7 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
         seconds = time.perf_counter() - started
 
         row = {"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1), "tau": getattr(model, "tau", ""),
-               "lr": cfg.train.lr, "seconds": round(seconds, 2), "images_per_s": round(seen / max(seconds, 1e-9), 2)}
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "images_per_s": round(seen / max(seconds, 1e-9), 2)}
         if procs.main:
             row.update(_validate(objective, val_set, cfg, task, classes, procs))
             improved = row.get("score", math.inf) < best_score or (len(val_set) == 0)
@@ -278,10 +290,17 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
             if improved:
                 save_checkpoint(model, best, extra=dict(extra, epoch=epoch + 1, val=_plain(row)))
             _append_csv(out / "metrics.csv", row)
+            if board is not None:
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        board.add_scalar(key, value, epoch + 1)
+                board.flush()
             log.info("epoch %d/%d: train loss %.4f, %s%s (%.1f s, %.1f img/s)", epoch + 1, cfg.train.epochs,
                      row["train_loss"], _describe(row, task), " *best*" if improved else "", seconds,
                      row["images_per_s"])
         procs.barrier()
+    if board is not None:
+        board.close()
     return best if best.exists() else last
 
 
@@ -317,6 +336,16 @@ def _describe(row: dict, task: str) -> str:
 
 def _plain(row: dict) -> dict:
     return {k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in row.items()}
+
+
+def tensorboard_writer(out: Path):
+    """A SummaryWriter into RUN/tensorboard when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed; metrics go to %s only", out / "metrics.csv")
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
 def _append_csv(path: Path, row: dict) -> None:

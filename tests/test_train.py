@@ -125,3 +125,16 @@ def test_scene_training_and_task_mismatch(tmp_path, seed):
     assert proc.returncode == 2 and "mit67 is a scene dataset but the model config says task: pose" in proc.stderr
     proc = subprocess.run(train_cmd(data, tmp_path / "y", cfg, "--resume", fmt="mit67"), capture_output=True, text=True)
     assert proc.returncode == 2 and "last.pt does not exist" in proc.stderr
+
+
+def test_tensorboard_scalars_equal_the_csv(tmp_path, scene):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "tb"
+    proc = subprocess.run(train_cmd(scene, run, write_config(tmp_path, 2)), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train_loss")]
+    assert logged == [(int(r["epoch"]), pytest.approx(float(r["train_loss"]), rel=1e-6)) for r in metrics(run)]
+    assert "val_median_t_m" in events.Tags()["scalars"]
