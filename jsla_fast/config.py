@@ -186,7 +186,7 @@ class TrainConfig(YamlConfig):
     amp: bool = True  #: mixed precision, CUDA only
     grad_clip: float | None = None
     pretrained: str | None = None  #: torchvision state dict or Caffe Places-GoogLeNet pickle for the backbone
-    head_init_mean: bool = True  #: start pose heads at the training set's mean pose (ours)
+    head_init_mean: bool = True  #: standardise positions by the training set and start pose heads at its mean pose (ours)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

@@ -130,13 +130,15 @@ def mean_pose(poses: torch.Tensor) -> torch.Tensor:
     return torch.cat([poses[:, :3].mean(0), canonical_quaternion(q.mean(0))])
 
 
-def init_heads_at(model: nn.Module, pose: torch.Tensor) -> None:
-    """Make every pose head answer ``pose`` before training, so learning starts from the mean
-    pose rather than from the origin, metres away (the head's weights stay random)."""
+def init_pose_heads(model: nn.Module, poses: torch.Tensor) -> None:
+    """Fit the position standardisation to the training poses and start every pose head at the
+    mean pose (position offset 0, mean orientation); the heads' weights stay random."""
+    model.pose_decoder.fit(poses[:, :3])
+    start = torch.cat([torch.zeros(3), mean_pose(poses)[3:]])
     heads = [model.head] + list(getattr(model, "aux_heads", None) or [])
     with torch.no_grad():
         for head in heads:
-            head.bias.copy_(pose.to(head.bias))
+            head.bias.copy_(start.to(head.bias))
             head.weight.mul_(0.1)
 
 
@@ -198,7 +200,7 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
 
     model = build_model(kind, cfg)
     if task == "pose" and cfg.train.head_init_mean and state is None:
-        init_heads_at(model, mean_pose(train_set.records.targets.float()))
+        init_pose_heads(model, train_set.records.targets.float())
     model = model.to(procs.device)
     model.normalization = train_set.normalization
     objective = Objective(model, JSLALoss(cfg.model)).to(procs.device)

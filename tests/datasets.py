@@ -10,9 +10,13 @@ from PIL import Image
 S = math.sqrt(0.5)
 
 
-def write_image(path: Path, rng: np.random.Generator, size=(40, 30), fmt=None) -> np.ndarray:
+def write_image(path: Path, rng: np.random.Generator, size=(40, 30), fmt=None, tint: float | None = None) -> np.ndarray:
+    """Random pixels; with ``tint`` in [0, 1] the image is a colour that encodes it, plus noise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    if tint is not None:
+        colour = np.array([255 * tint, 128, 255 * (1 - tint)])
+        pixels = np.clip(colour + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(path, format=fmt)
     return pixels
 
@@ -28,12 +32,15 @@ def cambridge(root: Path, rng, lines_train: list[str] | None = None) -> Path:
     return root
 
 
-def seven_scenes(root: Path, rng, ext="png") -> Path:
+def seven_scenes(root: Path, rng, ext="png", visible_pose: bool = False, frames: int = 4) -> Path:
+    """3 sequences x ``frames``; x = 10 s + i. ``visible_pose`` tints each image by its x, so the
+    pose can be learned from any crop (plain random pixels only allow learning the mean)."""
     rz90 = np.array([[0.0, -1, 0, 1.0], [1, 0, 0, 2.0], [0, 0, 1, 3.0], [0, 0, 0, 1]])
     for s in (1, 2, 3):
-        for i in range(4):
+        for i in range(frames):
             write_image(root / f"seq-{s:02d}" / f"frame-{i:06d}.color.{ext}", rng,
-                        fmt="JPEG" if ext == "jpg" else None)
+                        fmt="JPEG" if ext == "jpg" else None,
+                        tint=(s * 10 + i - 10) / (20 + frames) if visible_pose else None)
             pose = rz90.copy()
             pose[0, 3] = s * 10 + i
             # the 7-Scenes files: tab/space separated rows, trailing whitespace

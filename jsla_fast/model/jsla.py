@@ -24,11 +24,11 @@ from torch import nn
 
 from ..config import CANDIDATE_LAYERS, JSLAConfig
 from ..normalization import Normalization
-from ..pose import canonical_quaternion
 from .attention import SpatialAttention, resize_to
 from .convlstm import MultiKernelConvLSTM
 from .googlenet import GoogLeNet
 from .layer_selection import LayerSelector, gumbel_straight_through, temperature
+from .pose_head import PoseDecoder
 
 
 @dataclass
@@ -98,6 +98,7 @@ class JSLA(nn.Module):
         self.head = nn.Linear(cfg.steps * cfg.hidden_channels, cfg.output_dim)
         self.aux_heads = (nn.ModuleList(nn.Linear(cfg.hidden_channels, cfg.output_dim) for _ in range(cfg.steps))
                           if cfg.aux_heads else None)
+        self.pose_decoder = PoseDecoder() if cfg.task == "pose" else None
         self.tau = cfg.tau_start
         self.normalization: Normalization | None = None
 
@@ -158,8 +159,9 @@ class JSLA(nn.Module):
         pooled = torch.cat(hs, dim=1).mean(dim=(2, 3))
         raw = self.head(self.dropout(pooled))
         aux = [head(h.mean(dim=(2, 3))) for head, h in zip(self.aux_heads, hs)] if self.aux_heads else []
-        if self.config.task == "pose":
-            pose = torch.cat([raw[:, :3], canonical_quaternion(raw[:, 3:])], dim=1)
+        if self.pose_decoder is not None:
+            pose, raw = self.pose_decoder(raw)
+            aux = [self.pose_decoder(a)[1] for a in aux]
             return JSLAOutput(pose=pose, logits=None, layers=layers, attention=attention,
                               selection_logits=selection, pose_raw=raw, aux=aux)
         return JSLAOutput(pose=None, logits=raw, layers=layers, attention=attention,

@@ -11,9 +11,9 @@ from torch import nn
 
 from ..config import JSLAConfig
 from ..normalization import Normalization
-from ..pose import canonical_quaternion
 from .googlenet import GoogLeNet
 from .jsla import JSLAOutput
+from .pose_head import PoseDecoder
 
 
 class PoseNet(nn.Module):
@@ -27,6 +27,7 @@ class PoseNet(nn.Module):
         self.fc = nn.Linear(1024, hidden)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(hidden, cfg.output_dim)
+        self.pose_decoder = PoseDecoder() if cfg.task == "pose" else None
         self.normalization: Normalization | None = None
 
     def set_progress(self, progress: float) -> None:
@@ -38,7 +39,7 @@ class PoseNet(nn.Module):
         pooled = self.backbone(images)["5b"].mean(dim=(2, 3))
         raw = self.head(self.dropout(torch.relu(self.fc(pooled))))
         none = torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device)
-        if self.config.task == "pose":
-            pose = torch.cat([raw[:, :3], canonical_quaternion(raw[:, 3:])], dim=1)
+        if self.pose_decoder is not None:
+            pose, raw = self.pose_decoder(raw)
             return JSLAOutput(pose=pose, logits=None, layers=none, attention=[], selection_logits=[], pose_raw=raw)
         return JSLAOutput(pose=None, logits=raw, layers=none, attention=[], selection_logits=[])
