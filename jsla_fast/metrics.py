@@ -2,12 +2,14 @@
 and rotation (deg) errors for poses, accuracy and per-class accuracy for scenes, layer usage."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
 
 from .pose import pose_errors
+from .progress import progress
 
 
 @dataclass
@@ -23,10 +25,6 @@ class Predictions:
 
 @torch.inference_mode()
 def run_model(model, loader: DataLoader, device: torch.device | str = "cpu", progress: bool = False) -> Predictions:
-    import time
-
-    from .progress import progress
-
     model.eval()
     outs, targets, layers, aux = [], [], [], []
     start = time.perf_counter()

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import TASK_OF_FORMAT, DataError, open_dataset
-from .losses import JSLALoss
+from .losses import JSLALoss, posenet_loss
 from .metrics import run_model, task_metrics
 from .model import JSLA, PoseNet
 from .model.pretrained import load_caffe_googlenet, load_torchvision_googlenet
@@ -315,8 +315,6 @@ def _validate(objective: Objective, val_set, cfg: RunConfig, task: str, classes,
     with torch.no_grad():  # the loss on the normalised (reported) output, comparable across epochs
         objective.loss.eval()
         if task == "pose":
-            from .losses import posenet_loss
-
             val_loss = float(posenet_loss(preds.outputs.double(), preds.targets.double(), cfg.model.loss.beta))
         else:
             val_loss = float(nn.functional.cross_entropy(preds.outputs, preds.targets))
