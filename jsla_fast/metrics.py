@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .pose import pose_errors
-from .progress import progress
+from .progress import progress as progress_bar
 
 
 @dataclass
@@ -28,7 +28,7 @@ def run_model(model, loader: DataLoader, device: torch.device | str = "cpu", pro
     model.eval()
     outs, targets, layers, aux = [], [], [], []
     start = time.perf_counter()
-    for images, target in progress(loader, desc="predict", unit="batch", leave=False, disable=not progress):
+    for images, target in progress_bar(loader, desc="predict", unit="batch", leave=False, disable=not progress):
         out = model(images.to(device))
         outs.append((out.pose if out.pose is not None else out.logits).float().cpu())
         targets.append(target)
