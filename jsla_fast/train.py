@@ -113,10 +113,11 @@ class Objective(nn.Module):
         return total, parts
 
 
-def build_model(kind: str, cfg: RunConfig) -> nn.Module:
+def build_model(kind: str, cfg: RunConfig, pretrained: bool = True) -> nn.Module:
+    """The model; with ``pretrained`` its backbone starts from ``train.pretrained`` when set."""
     model = MODELS[kind](cfg.model)
     weights = cfg.train.pretrained
-    if weights:
+    if weights and pretrained:
         path = Path(weights)
         loader = load_caffe_googlenet if path.suffix in (".pickle", ".pkl") else load_torchvision_googlenet
         report = loader(model.backbone, path)
@@ -198,7 +199,7 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
         log.info("num_classes set to %d from the data (config had %d)", len(classes), cfg.model.num_classes)
         cfg.model.num_classes = len(classes)
 
-    model = build_model(kind, cfg)
+    model = build_model(kind, cfg, pretrained=state is None)  # a resumed run takes its own weights
     if task == "pose" and cfg.train.head_init_mean and state is None:
         init_pose_heads(model, train_set.records.targets.float())
     model = model.to(procs.device)

@@ -3,8 +3,6 @@ the cached mean image, preprocessing, and bad input."""
 from __future__ import annotations
 
 import logging
-import math
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -50,4 +50,4 @@ def read_pose_lines(listing: Path, image_root: Path, problems: Problems, header:
         groups.append(Path(fields[0]).parent.as_posix() or ".")
     unit.warn()
     targets = torch.stack(poses) if poses else torch.zeros(0, 7, dtype=torch.float64)
-    return Records("pose", paths, targets, groups, source=str(listing), skipped=list(problems.skipped))
+    return Records("pose", paths, targets, groups, source=str(listing))

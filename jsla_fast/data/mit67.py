@@ -30,7 +30,7 @@ def read_mit67(root: Path, split: str, problems: Problems) -> Records:
         labels.append(index[name])
         groups.append(name)
     return Records("scene", paths, torch.tensor(labels, dtype=torch.int64), groups, classes=classes,
-                   source=str(listing), skipped=list(problems.skipped))
+                   source=str(listing))
 
 
 def _entries(listing: Path):

@@ -7,7 +7,7 @@ and reported at the end. Nothing is skipped silently.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -71,7 +71,6 @@ class Records:
     groups: list[str]  #: sequence (pose) or class name (scene) of each image
     classes: list[str] | None = None  #: scene class names; label i is classes[i]
     source: str = ""  #: where the list came from, for messages
-    skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not (len(self.paths) == len(self.targets) == len(self.groups)):

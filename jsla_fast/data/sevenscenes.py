@@ -39,7 +39,7 @@ def read_7scenes(root: Path, split: str, problems: Problems) -> Records:
                 poses.append(pose)
                 groups.append(seq.name)
     targets = torch.stack(poses) if poses else torch.zeros(0, 7, dtype=torch.float64)
-    return Records("pose", paths, targets, groups, source=str(listing), skipped=list(problems.skipped))
+    return Records("pose", paths, targets, groups, source=str(listing))
 
 
 def read_pose_matrix(path: Path, problems: Problems) -> torch.Tensor | None:
