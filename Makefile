@@ -1,15 +1,18 @@
 # The two entry points of the README. Both create .venv when missing and install what they need;
-# running them again installs nothing new (the stamp file changes only with setup.py/pyproject.toml).
+# running them again installs nothing new (the stamps change only with setup.py/pyproject.toml,
+# and the C++ extension is rebuilt only when csrc/ changes).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.jsla_fast-installed
+EXT    := $(VENV)/.jsla_fast-extension
+CSRC   := $(wildcard csrc/*/*.cpp csrc/*/*.h)
 # torch 2.13.0 is the version CI pins; override e.g. TORCH=torch==2.5.1 for another build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test install ctest bench clean
 
-install: $(STAMP)
+install: $(EXT)
 
 $(STAMP): setup.py pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +21,29 @@ $(STAMP): setup.py pyproject.toml
 	$(BIN)/pip install --quiet --no-build-isolation -e ".[test]"
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# torch.ops.jsla.* (csrc/torch + csrc/kernels), built in place next to the package.
+$(EXT): $(STAMP) $(CSRC)
+	$(BIN)/python setup.py --quiet build_ext --inplace
+	$(BIN)/python -c "from jsla_fast.backends import why_unavailable as w; r = w('cpp'); assert r is None, r"
+	@touch $(EXT)
+
+demo: $(EXT)
 	$(BIN)/python -m jsla_fast.demo
 
+# The torch-free kernel library and its C++ unit tests (CMake + ctest).
+ctest:
+	@cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release > build-cmake.log 2>&1 || (cat build-cmake.log; exit 1)
+	@cmake --build build/cmake -j2 >> build-cmake.log 2>&1 || (cat build-cmake.log; exit 1)
+	ctest --test-dir build/cmake --output-on-failure
+
 # pytest exits 5 when it collects nothing: that means the suite went missing, so fail loudly.
-test: $(STAMP)
+test: $(EXT) ctest
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (is tests/ missing?)" >&2; exit 1; fi; \
 	exit $$rc
 
+bench: $(EXT)
+	$(BIN)/python -m jsla_fast.bench --json bench.json
+
 clean:
-	rm -rf $(VENV) build *.egg-info demo_out
+	rm -rf $(VENV) build build-cmake.log *.egg-info demo_out jsla_fast/_C*.so

@@ -1,8 +1,35 @@
+"""Installs jsla_fast and builds its C++ extension ``jsla_fast._C`` (torch.ops.jsla.*).
+
+The extension needs torch at build time (pip install --no-build-isolation, as the Makefile does).
+Environment:
+  JSLA_FAST_NO_EXT=1      install the pure-Python package only (backend="cpp" then says so)
+  JSLA_FAST_CPU_ARCH=...  value of -march for the CPU kernels (default: native, i.e. this machine)
+"""
+import os
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
+
+
+def extensions():
+    if os.environ.get("JSLA_FAST_NO_EXT"):
+        return [], {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        print("jsla_fast: torch is not importable at build time; building without the C++ extension "
+              "(install torch first, then pip install --no-build-isolation -e .)")
+        return [], {}
+    sources = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("csrc/kernels/*.cpp"), *ROOT.glob("csrc/torch/*.cpp")])
+    arch = os.environ.get("JSLA_FAST_CPU_ARCH", "native")
+    ext = CppExtension("jsla_fast._C", sources, include_dirs=[str(ROOT / "csrc")],
+                       extra_compile_args=["-O3", f"-march={arch}", "-Wall"])
+    return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
+
+
+ext_modules, cmdclass = extensions()
 
 setup(
     name="jsla_fast",
@@ -13,7 +40,14 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["jsla_fast", "jsla_fast.*"]),
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy>=1.23", "pyyaml>=6", "pillow>=9", "tqdm>=4.60", "matplotlib>=3.6"],
-    extras_require={"test": ["pytest>=7", "tensorboard>=2.12"], "tensorboard": ["tensorboard>=2.12"]},
+    extras_require={
+        "test": ["pytest>=7", "tensorboard>=2.12", "hypothesis>=6", "onnx>=1.16", "onnxscript>=0.2",
+                 "onnxruntime>=1.18"],
+        "tensorboard": ["tensorboard>=2.12"],
+        "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+    },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],
 )

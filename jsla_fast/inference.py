@@ -1,53 +1,23 @@
-"""Running a loaded model on single images: the shared path of ``predict`` and ``evaluate``'s
-overlays. Images go through the checkpoint's own preprocessing (:meth:`Normalization.prepare`)."""
+"""Running a loaded model on single images for ``evaluate``'s overlays and the demo (``predict``
+uses :class:`jsla_fast.runtime.Localizer` directly).
+Images go through the checkpoint's own preprocessing (:meth:`Normalization.prepare`)."""
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .normalization import Normalization, centre_crop, resize_image
+from .normalization import centre_crop, resize_image
 from .plots import attention_strip
+from .runtime import Localization, Localizer, preprocessing
 
 
-@dataclass
-class Localization:
-    """One image's result."""
-
-    pose: list[float] | None  #: x,y,z,qw,qx,qy,qz
-    logits: list[float] | None
-    layers: list[int]
-    attention: list[np.ndarray]  #: per step [h,w]
-    ms: float
-
-
-def preprocessing(model) -> Normalization:
-    norm = getattr(model, "normalization", None)
-    if norm is None:
-        raise ValueError("the model has no input normalisation; load it from a checkpoint written by training "
-                         "(jsla_fast.train), which records the mean image and crop")
-    return norm
-
-
-@torch.inference_mode()
 def localize(model, image: torch.Tensor, device: torch.device | str = "cpu") -> Localization:
-    """``image``: RGB ``[3,H,W]`` float in [0, 1], any size."""
-    start = time.perf_counter()
-    x = preprocessing(model).prepare(image.to(device))[None]
-    out = model(x)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    ms = (time.perf_counter() - start) * 1e3
-    return Localization(
-        pose=None if out.pose is None else out.pose[0].double().cpu().tolist(),
-        logits=None if out.logits is None else out.logits[0].double().cpu().tolist(),
-        layers=out.layers[0].cpu().tolist(),
-        attention=[a[0, 0].float().cpu().numpy() for a in out.attention],
-        ms=ms,
-    )
+    """``image``: RGB ``[3,H,W]`` float in [0, 1], any size; the model runs as it is (no folding),
+    with the backend it has."""
+    backend = getattr(model, "backend", "reference")
+    return Localizer(model, device, backend=backend, optimize=False, channels_last=False).localize(image)
 
 
 def display_crop(model, image: torch.Tensor) -> np.ndarray:

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from .backends import BackendUnavailable
+from .checkpoint import CheckpointError, read_checkpoint
 from .data import DataError, load_image
-from .inference import attention_picture, image_files, localize
+from .inference import attention_picture, image_files
 from .plots import save_png
+from .runtime import Localizer
 
 log = logging.getLogger("jsla_fast.predict")
 
@@ -44,17 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     ap.add_argument("--overlay", help="folder for attention overlays (PNG)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--threads", type=int)
+    ap.add_argument("--backend", default="auto", help="fused-op backend: auto (fastest available), reference, cpp")
+    ap.add_argument("--threads", type=int, help="CPU threads for inference (default: torch's)")
     ap.add_argument("--skip-bad", action="store_true", help="skip unreadable images and report their count")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
-        model = load_checkpoint(args.checkpoint, map_location=args.device)
+        localizer = Localizer(args.checkpoint, args.device, backend=args.backend, threads=args.threads)
         classes = read_checkpoint(args.checkpoint)["extra"].get("classes")
-    except CheckpointError as e:
+    except (CheckpointError, BackendUnavailable) as e:
         log.error("%s", e)
         return 2
+    model = localizer.model
     files = image_files(args.inputs)
     if not files:
         log.error("no images found in %s", " ".join(args.inputs))
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             skipped += 1
             continue
-        result = localize(model, image, args.device)
+        result = localizer.localize(image)
         print(json.dumps({"image": str(path), **describe(model, result, classes)}), flush=True)
         if args.overlay and result.attention:
             save_png(attention_picture(model, image, result), Path(args.overlay) / f"{path.stem}.attention.png")

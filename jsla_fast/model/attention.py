@@ -57,27 +57,49 @@ class SpatialAttention(nn.Module):
     def logits(self, a: torch.Tensor) -> torch.Tensor:
         return self.score(self.bn(torch.cat([conv(a) for conv in self.embed_att], dim=1)))
 
-    def forward(self, feat: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = F.leaky_relu(feat + self.embed_hidden(h, feat.shape[-2:]), self.slope)
+    def forward(self, feat: torch.Tensor, h: torch.Tensor, backend=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``backend``: a :class:`jsla_fast.backends.Backend` whose fused op runs the folded form
+        whenever BN uses running statistics; None (or BN in training mode, whose batch statistics
+        can't be folded) runs the unfolded reference below."""
+        eh = self.embed_hidden(h, feat.shape[-2:])
+        if backend is not None and backend.name != "reference" and not self.bn.training:
+            weight, bias = self._frozen if self._frozen is not None else self.fold()
+            return backend.attention(feat, eh, weight, bias, self.slope)
+        a = F.leaky_relu(feat + eh, self.slope)
         logits = self.logits(a)
         alpha = torch.softmax(logits.flatten(1), dim=1).view_as(logits)
         return feat * alpha, alpha
 
+    _frozen: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def freeze(self) -> None:
+        """Fold once and reuse it in every later forward (inference runtimes; parameters must not
+        change afterwards). ``unfreeze()`` goes back to folding on every call."""
+        self._frozen = self.folded()
+
+    def unfreeze(self) -> None:
+        self._frozen = None
+
     @torch.no_grad()
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`fold` without autograd."""
+        return self.fold()
+
+    def fold(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W [1,C,k,k], b [1])`` with ``conv2d(A, W, b, padding=k//2) == self.logits(A)`` in eval
-        (BN uses its running statistics), k the largest E_att kernel."""
+        (BN uses its running statistics), k the largest E_att kernel. Differentiable, so training
+        with frozen BN reaches E_att, BN's affine and C_A through the fused op."""
         kmax = max(conv.kernel_size[0] for conv in self.embed_att)
         scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
         shift = self.bn.bias - self.bn.running_mean * scale
         ca = self.score.weight.view(-1)  # [48]
-        weight = self.embed_att[0].weight.new_zeros(1, self.embed_att[0].in_channels, kmax, kmax)
-        start = 0
+        parts, start = [], 0
         for conv in self.embed_att:
             k, n = conv.kernel_size[0], conv.out_channels
             coef = (ca[start:start + n] * scale[start:start + n]).view(n, 1, 1, 1)
-            off = (kmax - k) // 2
-            weight[0, :, off:off + k, off:off + k] += (coef * conv.weight).sum(0)
+            pad = (kmax - k) // 2
+            parts.append(F.pad((coef * conv.weight).sum(0, keepdim=True), (pad, pad, pad, pad)))
             start += n
+        weight = torch.stack(parts).sum(0)
         bias = (ca * shift).sum().view(1) + self.score.bias
         return weight, bias

@@ -39,5 +39,8 @@ class MultiKernelConvLSTM(nn.Module):
                 conv.bias.zero_()
                 conv.bias[branch_channels:2 * branch_channels] = 1.0
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return convlstm_step_reference(x, h, c, [m.weight for m in self.convs], [m.bias for m in self.convs])
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, backend=None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``backend``: a :class:`jsla_fast.backends.Backend`; None runs the reference."""
+        step = convlstm_step_reference if backend is None else backend.convlstm_step
+        return step(x, h, c, [m.weight for m in self.convs], [m.bias for m in self.convs])

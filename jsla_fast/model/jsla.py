@@ -39,7 +39,7 @@ class JSLAOutput:
     pose: torch.Tensor | None
     logits: torch.Tensor | None
     layers: torch.Tensor  #: [B,N] index into ``config.layers`` of the layer chosen per step
-    attention: list[torch.Tensor]  #: N maps [B,1,h,w], each summing to 1 over h*w
+    attention: list[torch.Tensor]  #: N maps [B,1,h,w], each summing to 1 over h*w (empty in a static graph)
     selection_logits: list[torch.Tensor]  #: N tensors [B,K], the layer-selection scores
     pose_raw: torch.Tensor | None = None  #: [B,7] with the quaternion before normalisation (for losses)
     aux: list[torch.Tensor] = field(default_factory=list)  #: per-step head outputs, when enabled
@@ -55,9 +55,9 @@ class LayerBranch(nn.Module):
         self.adapter = nn.Conv2d(channels, cfg.input_channels, 1)
         self.grid = (cfg.grid, cfg.grid)
 
-    def forward(self, feat: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feat: torch.Tensor, h: torch.Tensor, backend=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F [B,C,h,w], h_{t-1}) -> (x_t [B,D,G,G], alpha [B,1,h,w])``."""
-        out, alpha = self.attention(feat, h)
+        out, alpha = self.attention(feat, h, backend)
         return resize_to(self.adapter(out), self.grid), alpha
 
 
@@ -85,7 +85,7 @@ class JSLA(nn.Module):
 
     kind = "jsla"
 
-    def __init__(self, config: JSLAConfig | None = None) -> None:
+    def __init__(self, config: JSLAConfig | None = None, backend: str = "reference") -> None:
         super().__init__()
         cfg = config or JSLAConfig()
         self.config = cfg
@@ -101,6 +101,22 @@ class JSLA(nn.Module):
         self.pose_decoder = PoseDecoder() if cfg.task == "pose" else None
         self.tau = cfg.tau_start
         self.normalization: Normalization | None = None
+        #: eval without data-dependent control flow (every branch runs, one-hot selection; no
+        #: attention maps): what ONNX/torch.export capture
+        self.static_graph = False
+        self.set_backend(backend)
+
+    def set_backend(self, name: str) -> "JSLA":
+        """Run the fused ops with backend ``name`` (see :mod:`jsla_fast.backends`; 'auto' picks the
+        fastest one for the input's device at each call). Raises if it can't run here."""
+        from ..backends import NAMES, resolve
+
+        if name not in NAMES:
+            raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}")
+        if name != "auto":
+            resolve(name, next(self.parameters()).device)  # fail now, with the reason
+        self.backend = name
+        return self
 
     # -- training-time controls -----------------------------------------------------------
     def set_progress(self, progress: float) -> float:
@@ -113,7 +129,11 @@ class JSLA(nn.Module):
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> JSLAOutput:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"JSLA expects images [B,3,H,W], got {tuple(images.shape)}")
+        from ..backends import resolve
+
         cfg = self.config
+        backend = resolve(self.backend, images.device)
+        backend = None if backend.name == "reference" else backend
         by_name = self.backbone(images)
         feats = [by_name[name] for name in cfg.layers]
         h, c = self.initial_state(feats)
@@ -121,36 +141,43 @@ class JSLA(nn.Module):
         for _ in range(cfg.steps):
             scores = self.select_layer(h)
             if self.training:
-                x, index, alpha = self._attend_all(feats, h, scores, generator)
+                z, index = gumbel_straight_through(scores, self.tau, generator)
+                x, alpha = self._attend_all(feats, h, z, index, backend)
+            elif self.static_graph:
+                index = scores.argmax(dim=1)
+                z = F.one_hot(index, len(self.branches)).to(scores.dtype)
+                x, alpha = self._attend_all(feats, h, z, None, backend)
             else:
-                x, index, alpha = self._attend_chosen(feats, h, scores)
-            h, c = self.convlstm(x, h, c)
+                x, index, alpha = self._attend_chosen(feats, h, scores, backend)
+            h, c = self.convlstm(x, h, c, backend)
             hs.append(h)
             layers.append(index)
-            attention.append(alpha)
+            if alpha is not None:
+                attention.append(alpha)
             selection.append(scores)
         return self._predict(hs, torch.stack(layers, dim=1), attention, selection)
 
-    def _attend_all(self, feats, h, scores, generator):
-        """Training: every branch runs and ``x = sum_i z_i x_i`` so the straight-through gradient
-        reaches the selection scores."""
-        z, index = gumbel_straight_through(scores, self.tau, generator)
-        outs = [branch(f, h) for branch, f in zip(self.branches, feats)]
+    def _attend_all(self, feats, h, z, index, backend):
+        """Every branch runs and ``x = sum_i z_i x_i``: in training so the straight-through
+        gradient reaches the selection scores; in a static graph (export) with a one-hot ``z``,
+        which equals running only the chosen branch exactly. ``index`` None skips the attention
+        maps (their gather is data dependent)."""
+        outs = [branch(f, h, backend) for branch, f in zip(self.branches, feats)]
         x = sum(z[:, i, None, None, None] * x_i for i, (x_i, _) in enumerate(outs))
-        return x, index, _gather_attention([a for _, a in outs], index)
+        return x, None if index is None else _gather_attention([a for _, a in outs], index)
 
-    def _attend_chosen(self, feats, h, scores):
+    def _attend_chosen(self, feats, h, scores, backend):
         """Inference: deterministic argmax; only the chosen branch runs, per sample."""
         index = scores.argmax(dim=1)
         chosen = index.unique().tolist()
         if len(chosen) == 1:  # the usual case (and always at B=1): no gather/scatter
-            x, alpha = self.branches[chosen[0]](feats[chosen[0]], h)
+            x, alpha = self.branches[chosen[0]](feats[chosen[0]], h, backend)
             return x, index, alpha
         x = h.new_empty(h.shape[0], self.config.input_channels, *h.shape[-2:])
         alphas: list[torch.Tensor | None] = [None] * len(self.branches)
         for i in chosen:
             rows = (index == i).nonzero().squeeze(1)
-            x_i, a_i = self.branches[i](feats[i][rows], h[rows])
+            x_i, a_i = self.branches[i](feats[i][rows], h[rows], backend)
             x[rows] = x_i
             alphas[i] = a_i.new_zeros(h.shape[0], *a_i.shape[1:]).index_copy(0, rows, a_i)
         return x, index, _gather_attention(alphas, index)

@@ -1,0 +1,225 @@
+// CPU implementations of torch.ops.jsla.*: argument checks, output allocation and the Host
+// (at::parallel_for, torch's BLAS) around the torch-free kernels of csrc/kernels.
+#include <ATen/Parallel.h>
+#include <c10/util/intrusive_ptr.h>
+#include <torch/library.h>
+#include <torch/torch.h>
+
+#include <list>
+#include <memory>
+#include <mutex>
+
+#include "kernels/attention.h"
+#include "kernels/convlstm.h"
+
+namespace jsla {
+namespace {
+
+using at::Tensor;
+
+template <typename T>
+void torch_batched_gemm(int64_t batch, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, int64_t stride_a,
+                        const T* b, int64_t ldb, int64_t stride_b, T* c, int64_t ldc, int64_t stride_c) {
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto A = at::from_blob(const_cast<T*>(a), {batch, m, k}, {stride_a, lda, 1}, opts);
+  auto B = at::from_blob(const_cast<T*>(b), {batch, k, n}, {stride_b, ldb, 1}, opts);
+  auto C = at::from_blob(c, {batch, m, n}, {stride_c, ldc, 1}, opts);
+  at::bmm_out(C, A, B);
+}
+
+const Host& torch_host() {
+  static const Host host = [] {
+    Host h;
+    h.parallel_for = [](int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+      at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(begin, end); });
+    };
+    h.sgemm = torch_batched_gemm<float>;
+    h.dgemm = torch_batched_gemm<double>;
+    return h;
+  }();
+  return host;
+}
+
+Strides4 strides4(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+void check_float_cpu(const Tensor& t, const char* op, const char* name, at::ScalarType dtype) {
+  TORCH_CHECK(t.device().is_cpu(), "jsla::", op, ": ", name, " is on ", t.device(),
+              "; the cpp backend runs on the CPU (use backend='cuda' or 'triton' for GPU tensors)");
+  TORCH_CHECK(t.scalar_type() == dtype, "jsla::", op, ": ", name, " has dtype ", t.scalar_type(), ", expected ",
+              dtype, " like the first input (float32 or float64)");
+}
+
+void check_4d(const Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.dim() == 4, "jsla::", op, ": ", name, " must be 4-d [B,C,H,W], got shape ", t.sizes());
+}
+
+// -- attention ------------------------------------------------------------------------------
+std::tuple<Tensor, Tensor> attention_cpu(const Tensor& feat, const Tensor& eh, const Tensor& weight,
+                                         const Tensor& bias, double slope) {
+  const char* op = "attention";
+  auto dtype = feat.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "jsla::attention: feat has dtype ", dtype,
+              "; the cpp backend supports float32 and float64");
+  for (auto [t, name] : {std::pair{&feat, "feat"}, {&eh, "eh"}, {&weight, "weight"}, {&bias, "bias"}})
+    check_float_cpu(*t, op, name, dtype);
+  check_4d(feat, op, "feat");
+  TORCH_CHECK(eh.sizes() == feat.sizes(), "jsla::attention: eh has shape ", eh.sizes(), " but feat has ",
+              feat.sizes(), "; resize Eh to the feature map's grid first");
+  const int64_t C = feat.size(1);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == C && weight.size(2) == weight.size(3) &&
+                  weight.size(2) % 2 == 1,
+              "jsla::attention: weight must be [1,", C, ",k,k] with k odd, got ", weight.sizes());
+  TORCH_CHECK(bias.numel() == 1, "jsla::attention: bias must hold one value, got shape ", bias.sizes());
+  auto out = at::empty_like(feat);
+  auto alpha = at::empty({feat.size(0), 1, feat.size(2), feat.size(3)}, feat.options());
+  if (feat.numel() == 0) return {out, alpha};
+  auto w = weight.contiguous();
+  AttentionShape shape{feat.size(0), C, feat.size(2), feat.size(3), weight.size(2)};
+  AT_DISPATCH_FLOATING_TYPES(dtype, "jsla_attention", [&] {
+    attention_forward<scalar_t>(shape, feat.const_data_ptr<scalar_t>(), strides4(feat), eh.const_data_ptr<scalar_t>(),
+                                strides4(eh), w.const_data_ptr<scalar_t>(), bias.item<scalar_t>(),
+                                static_cast<scalar_t>(slope), out.mutable_data_ptr<scalar_t>(), strides4(out),
+                                alpha.mutable_data_ptr<scalar_t>(), torch_host());
+  });
+  return {out, alpha};
+}
+
+// -- ConvLSTM step ----------------------------------------------------------------------------
+// Packed weights are cached per (tensor, version) for weights that do not require grad (an
+// inference runtime such as jsla_fast.runtime.Localizer, which freezes its parameters): packed
+// once, repacked after any in-place change that bumps the version (copy_, load_state_dict).
+// Weights that require grad are packed on every call: training, and tools such as gradcheck
+// that perturb them through .data (which bypasses the version counter). Inference tensors
+// carry no version counter and are packed on every call too.
+struct CacheEntry {
+  std::vector<c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>> tensors;
+  std::vector<const void*> data;
+  std::vector<uint32_t> versions;
+  std::shared_ptr<void> packed;
+};
+
+class WeightCache {
+ public:
+  template <typename T>
+  std::shared_ptr<const ConvLSTMWeights<T>> get(at::TensorList ws, at::TensorList bs, int64_t D, int64_t hid) {
+    std::vector<Tensor> all(ws.begin(), ws.end());
+    all.insert(all.end(), bs.begin(), bs.end());
+    bool cacheable = true;
+    for (const auto& t : all) cacheable = cacheable && !t.is_inference() && !t.requires_grad() && t.is_contiguous();
+    if (cacheable) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (matches(*it, all)) {
+          entries_.splice(entries_.begin(), entries_, it);  // most recently used first
+          return std::static_pointer_cast<const ConvLSTMWeights<T>>(it->packed);
+        }
+      }
+    }
+    auto packed = pack<T>(ws, bs, D, hid);
+    if (cacheable) {
+      CacheEntry e;
+      for (const auto& t : all) {
+        e.tensors.emplace_back(t.getIntrusivePtr());
+        e.data.push_back(t.const_data_ptr());
+        e.versions.push_back(t._version());
+      }
+      e.packed = std::const_pointer_cast<ConvLSTMWeights<T>>(packed);
+      std::lock_guard<std::mutex> lock(mutex_);
+      entries_.push_front(std::move(e));
+      if (entries_.size() > kCapacity) entries_.pop_back();
+    }
+    return packed;
+  }
+
+ private:
+  static constexpr size_t kCapacity = 8;
+
+  static bool matches(const CacheEntry& e, const std::vector<Tensor>& all) {
+    if (e.tensors.size() != all.size()) return false;
+    for (size_t i = 0; i < all.size(); ++i) {
+      auto alive = e.tensors[i].lock();
+      if (!alive || alive.get() != all[i].unsafeGetTensorImpl() || e.data[i] != all[i].const_data_ptr() ||
+          e.versions[i] != all[i]._version())
+        return false;
+    }
+    return true;
+  }
+
+  template <typename T>
+  static std::shared_ptr<const ConvLSTMWeights<T>> pack(at::TensorList ws, at::TensorList bs, int64_t D,
+                                                        int64_t hid) {
+    std::vector<int64_t> ks;
+    std::vector<Tensor> held;  // contiguous copies live until packing is done
+    std::vector<const T*> wp, bp;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      ks.push_back(ws[i].size(2));
+      held.push_back(ws[i].contiguous());
+      wp.push_back(held.back().const_data_ptr<T>());
+      held.push_back(bs[i].contiguous());
+      bp.push_back(held.back().const_data_ptr<T>());
+    }
+    return std::make_shared<const ConvLSTMWeights<T>>(D, hid, ks, wp, bp, torch_host());
+  }
+
+  std::mutex mutex_;
+  std::list<CacheEntry> entries_;
+};
+
+WeightCache& weight_cache() {
+  static WeightCache cache;
+  return cache;
+}
+
+std::tuple<Tensor, Tensor> convlstm_step_cpu(const Tensor& x, const Tensor& h, const Tensor& c,
+                                             at::TensorList weights, at::TensorList biases) {
+  const char* op = "convlstm_step";
+  auto dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "jsla::convlstm_step: x has dtype ", dtype,
+              "; the cpp backend supports float32 and float64");
+  for (auto [t, name] : {std::pair{&x, "x"}, {&h, "h"}, {&c, "c"}}) {
+    check_float_cpu(*t, op, name, dtype);
+    check_4d(*t, op, name);
+  }
+  TORCH_CHECK(h.sizes() == c.sizes(), "jsla::convlstm_step: h has shape ", h.sizes(), " but c has ", c.sizes());
+  TORCH_CHECK(x.size(0) == h.size(0) && x.size(2) == h.size(2) && x.size(3) == h.size(3),
+              "jsla::convlstm_step: x ", x.sizes(), " and h ", h.sizes(), " differ in batch or grid");
+  TORCH_CHECK(!weights.empty() && weights.size() == biases.size(), "jsla::convlstm_step: got ", weights.size(),
+              " weights and ", biases.size(), " biases; need one of each per branch");
+  const int64_t D = x.size(1), hid = h.size(1), branches = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(hid % branches == 0, "jsla::convlstm_step: ", hid, " hidden channels do not split over ", branches,
+              " branches");
+  const int64_t n = hid / branches;
+  for (int64_t i = 0; i < branches; ++i) {
+    const auto& w = weights[i];
+    const auto& b = biases[i];
+    check_float_cpu(w, op, "weights[i]", dtype);
+    check_float_cpu(b, op, "biases[i]", dtype);
+    TORCH_CHECK(w.dim() == 4 && w.size(0) == 4 * n && w.size(1) == D + hid && w.size(2) == w.size(3) &&
+                    w.size(2) % 2 == 1,
+                "jsla::convlstm_step: weights[", i, "] must be [", 4 * n, ",", D + hid, ",k,k] with k odd, got ",
+                w.sizes());
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == 4 * n, "jsla::convlstm_step: biases[", i, "] must be [", 4 * n,
+                "], got ", b.sizes());
+  }
+  auto fmt = h.suggest_memory_format();
+  auto h_out = at::empty(h.sizes(), h.options().memory_format(fmt));
+  auto c_out = at::empty(h.sizes(), h.options().memory_format(fmt));
+  if (h.numel() == 0) return {h_out, c_out};
+  ConvLSTMShape shape{x.size(0), D, hid, x.size(2), x.size(3)};
+  AT_DISPATCH_FLOATING_TYPES(dtype, "jsla_convlstm_step", [&] {
+    auto packed = weight_cache().get<scalar_t>(weights, biases, D, hid);
+    convlstm_step_forward<scalar_t>(*packed, shape, x.const_data_ptr<scalar_t>(), strides4(x),
+                                    h.const_data_ptr<scalar_t>(), strides4(h), c.const_data_ptr<scalar_t>(),
+                                    strides4(c), h_out.mutable_data_ptr<scalar_t>(), strides4(h_out),
+                                    c_out.mutable_data_ptr<scalar_t>(), strides4(c_out), torch_host());
+  });
+  return {h_out, c_out};
+}
+
+}  // namespace
+}  // namespace jsla
+
+TORCH_LIBRARY_IMPL(jsla, CPU, m) {
+  m.impl("attention", &jsla::attention_cpu);
+  m.impl("convlstm_step", &jsla::convlstm_step_cpu);
+}

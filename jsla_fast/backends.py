@@ -1,0 +1,83 @@
+"""The one dispatch table of backends for the fused ops (SPEC §2 "backend=", §3).
+
+    reference  PyTorch eager ops (jsla_fast.model): the specification, every device
+    cpp        C++ CPU kernels, torch.ops.jsla.* (csrc/)
+    triton     Triton kernels (kernels/), CUDA      } not in this release yet:
+    cuda       CUDA kernels (csrc/cuda), CUDA       } asking for them says so
+    auto       the fastest available for the device: AUTO_ORDER below
+
+The model (``JSLA(..., backend=)``), the ops (:mod:`jsla_fast.ops`), the runtime and the bench all
+resolve names here; nothing else branches on backend names.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .model.attention import attention_reference
+from .model.convlstm import convlstm_step_reference
+from .ops import cpp
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    devices: tuple[str, ...]
+    #: ``(F, Eh, W [1,C,k,k], b [1], slope) -> (O, alpha)``, equal to attention_reference
+    attention: Callable
+    #: ``(x, h, c, weights, biases) -> (h', c')``, equal to convlstm_step_reference
+    convlstm_step: Callable
+    #: None when usable, else why not (checked when the backend is resolved)
+    unavailable: Callable[[], str | None]
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+
+
+BACKENDS: dict[str, Backend] = {
+    "reference": Backend("reference", ("cpu", "cuda"), attention_reference, convlstm_step_reference, lambda: None,
+                         (torch.float32, torch.float64, torch.float16, torch.bfloat16)),
+    "cpp": Backend("cpp", ("cpu",), cpp.attention, cpp.convlstm_step, cpp.unavailable_reason),
+}
+#: names users may know from SPEC.md whose kernels are not part of this release yet
+NOT_YET: dict[str, str] = {
+    "triton": "the Triton kernels are not in this release yet (use backend='reference' on GPU for now)",
+    "cuda": "the CUDA kernels are not in this release yet (use backend='reference' on GPU for now)",
+}
+#: fastest first; 'auto' takes the first one available for the device
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference")}
+NAMES = ("auto", *BACKENDS, *NOT_YET)
+
+
+def why_unavailable(name: str, device: torch.device | str = "cpu") -> str | None:
+    """None when backend ``name`` can run on ``device``, else the reason."""
+    device = torch.device(device)
+    if name in NOT_YET:
+        return NOT_YET[name]
+    if name not in BACKENDS:
+        return f"unknown backend {name!r}; choose one of {', '.join(NAMES)}"
+    backend = BACKENDS[name]
+    if device.type not in backend.devices:
+        return (f"backend {name!r} runs on {', '.join(backend.devices)}, not {device.type}; "
+                f"use backend='auto' to pick one for {device.type}")
+    return backend.unavailable()
+
+
+def available(device: torch.device | str = "cpu") -> list[str]:
+    """The backends that can run on ``device``, fastest first."""
+    return [n for n in AUTO_ORDER[torch.device(device).type] if why_unavailable(n, device) is None]
+
+
+def resolve(name: str, device: torch.device | str = "cpu") -> Backend:
+    """The backend called ``name`` (or the fastest one for ``device`` when ``name == 'auto'``)."""
+    device = torch.device(device)
+    if name == "auto":
+        return BACKENDS[available(device)[0]]
+    reason = why_unavailable(name, device)
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name!r} is not available: {reason}")
+    return BACKENDS[name]

@@ -1,0 +1,321 @@
+"""The benchmark: per-op microbenchmarks and the whole model, every backend in one run.
+
+    python -m jsla_fast.bench [--ops] [--e2e] [--backends reference,cpp,compile,onnxruntime]
+                              [--batch 1,40] [--device cpu] [--dtype float32] [--repeat 50]
+                              [--threads N] [--quick] [--json OUT.json]
+
+Prints a markdown table and writes the JSON of SPEC §5. Timing: warm-up runs, then ``repeat``
+timed runs (wall clock on CPU, CUDA events on GPU); median and p90. Ratios are against the
+reference eager row of the same op, shape and batch measured in this run.
+
+Rows: ``attention`` on the four candidate-layer shapes (480x28x28, 512x14x14, 832x14x14,
+1024x7x7, k=5), ``convlstm`` (x [B,128,14,14], hidden 96 = 4 x 24, kernels 1,3,5,7) and ``e2e``
+(JSLA at 224x224, N=3; ``runtime`` says how it ran: ``eager`` is the model as trained,
+``localizer`` is :class:`jsla_fast.runtime.Localizer` with folding and channels-last).
+Backends: ``reference`` (PyTorch eager), the fused ones available here (``cpp``, ...),
+``compile`` (torch.compile of the reference) and ``onnxruntime`` (e2e, the exported reference).
+Per-op rows carry GFLOP/s and GB/s against the op's minimum FLOPs and bytes
+(:mod:`jsla_fast.ops.cost`) and ``roofline_pct`` = floor time / measured time, where the floor
+uses this machine's peaks measured at start (a large matmul, a large copy).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .backends import BACKENDS, available
+from .config import JSLAConfig
+from .model import JSLA, attention_reference, convlstm_step_reference
+from .ops.cost import attention_cost, convlstm_cost
+from .runtime import Localizer
+
+log = logging.getLogger("jsla_fast.bench")
+ATTENTION_SHAPES = [(480, 28, 28), (512, 14, 14), (832, 14, 14), (1024, 7, 7)]
+EXTRA_BACKENDS = ("compile", "onnxruntime")
+
+
+# -- timing ---------------------------------------------------------------------------------------
+def measure(fn: Callable[[], object], repeat: int, warmup: int, device: torch.device) -> list[float]:
+    """Milliseconds per call, ``repeat`` samples after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.type == "cuda":
+        for _ in range(repeat):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    ordered = sorted(times)
+    return {"median_ms": statistics.median(ordered), "p90_ms": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
+
+
+def machine_peaks(device: torch.device, dtype: torch.dtype) -> dict:
+    """Achievable peaks of this device: GFLOP/s of a 2048^3 matmul, GB/s of a 256 MB copy."""
+    n = 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    flops_ms = statistics.median(measure(lambda: a @ b, 5, 2, device))
+    src = torch.empty(64 * 2 ** 20, device=device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    copy_ms = statistics.median(measure(lambda: dst.copy_(src), 5, 2, device))
+    return {"peak_gflops": 2 * n ** 3 / flops_ms / 1e6, "peak_gbps": 2 * src.numel() * 4 / copy_ms / 1e6,
+            "peaks_how": "median of a 2048^3 matmul and of a 256 MB copy (read + write) in this run"}
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA allocator peak, or on Linux the process's peak RSS
+    (VmHWM, reset through /proc/self/clear_refs)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mb = None
+        if self.device.type == "cuda":
+            self.mb = torch.cuda.max_memory_allocated() / 2 ** 20
+            return
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.mb = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+
+
+# -- rows -----------------------------------------------------------------------------------------
+def op_functions(backends: list[str]) -> dict[str, tuple[Callable, Callable]]:
+    """backend -> (attention, convlstm_step) for the per-op rows."""
+    fns = {}
+    for name in backends:
+        if name in BACKENDS:
+            fns[name] = (BACKENDS[name].attention, BACKENDS[name].convlstm_step)
+        elif name == "compile":
+            fns[name] = (torch.compile(attention_reference, dynamic=False),
+                         torch.compile(convlstm_step_reference, dynamic=False))
+    return fns
+
+
+def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks) -> list[dict]:
+    rows = []
+    fns = op_functions(backends)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen) * scale).to(device=device, dtype=dtype)
+
+    cfg = JSLAConfig()
+    for batch in batches:
+        for c, hh, ww in ATTENTION_SHAPES:
+            feat, eh = rand(batch, c, hh, ww), rand(batch, c, hh, ww)
+            weight, bias = rand(1, c, 5, 5, scale=0.02), rand(1)
+            flops, nbytes = attention_cost(batch, c, hh, ww, 5, feat.element_size())
+            for name, (att, _) in fns.items():
+                rows.append(_op_row("attention", name, [batch, c, hh, ww], batch, dtype, flops, nbytes, peaks,
+                                    lambda att=att: att(feat, eh, weight, bias, 0.01), repeat, warmup, device))
+        d, hid, g = cfg.input_channels, cfg.hidden_channels, cfg.grid
+        x, h, cc = rand(batch, d, g, g), rand(batch, hid, g, g), rand(batch, hid, g, g)
+        ws = [rand(4 * cfg.branch_channels, d + hid, k, k, scale=(d + hid) ** -0.5 / k) for k in cfg.kernel_sizes]
+        bs = [rand(4 * cfg.branch_channels, scale=0.1) for _ in cfg.kernel_sizes]
+        flops, nbytes = convlstm_cost(batch, d, hid, g, g, cfg.kernel_sizes, x.element_size())
+        for name, (_, step) in fns.items():
+            rows.append(_op_row("convlstm", name, [batch, d, g, g], batch, dtype, flops, nbytes, peaks,
+                                lambda step=step: step(x, h, cc, ws, bs), repeat, warmup, device))
+    return rows
+
+
+def _op_row(name, backend, shape, batch, dtype, flops, nbytes, peaks, fn, repeat, warmup, device) -> dict:
+    with torch.inference_mode():
+        s = summary(measure(fn, repeat, warmup, device))
+    sec = s["median_ms"] / 1e3
+    floor = max(flops / (peaks["peak_gflops"] * 1e9), nbytes / (peaks["peak_gbps"] * 1e9))
+    log.info("%s %s %s: %.3f ms", name, backend, shape, s["median_ms"])
+    return {"name": name, "backend": backend, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
+            "shape": shape, **s, "gflops": flops / sec / 1e9, "gbps": nbytes / sec / 1e9,
+            "min_flops": flops, "min_bytes": nbytes, "floor_ms": floor * 1e3,
+            "roofline_pct": 100 * floor / sec}
+
+
+def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> list[dict]:
+    rows = []
+    if checkpoint:
+        from .checkpoint import load_checkpoint
+        base = load_checkpoint(checkpoint, map_location=device)
+    else:
+        torch.manual_seed(0)
+        base = JSLA(JSLAConfig(task="pose")).eval()
+    base = base.to(device=device, dtype=dtype).eval()
+    size = 224
+    for batch in batches:
+        images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+        runs: list[tuple[str, str, Callable]] = [("reference", "eager", lambda m=base: m(images))]
+        for name in backends:
+            if name in BACKENDS:
+                loc = Localizer(copy.deepcopy(base), device, backend=name)
+                runs.append((name, "localizer", lambda loc=loc: loc(images)))
+            elif name == "compile":
+                compiled = torch.compile(copy.deepcopy(base))
+                runs.append(("compile", "eager", lambda m=compiled: m(images)))
+            elif name == "onnxruntime" and device.type == "cpu" and dtype == torch.float32:
+                session = _onnx_session(base)
+                if session is not None:
+                    feed = {"images": images.numpy()}
+                    runs.append(("onnxruntime", "onnxruntime", lambda: session.run(None, feed)))
+        for backend, runtime, fn in runs:
+            with torch.inference_mode(), PeakMemory(device) as mem:
+                s = summary(measure(fn, repeat, warmup, device))
+            log.info("e2e %s (%s) batch %d: %.2f ms", backend, runtime, batch, s["median_ms"])
+            rows.append({"name": "e2e", "backend": backend, "runtime": runtime, "batch": batch,
+                         "dtype": str(dtype).replace("torch.", ""), "shape": [batch, 3, size, size], **s,
+                         "fps": 1e3 * batch / s["median_ms"], "peak_mem_mb": mem.mb})
+    return rows
+
+
+def _onnx_session(model):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        log.warning("onnxruntime is not installed: no onnxruntime rows (pip install onnxruntime)")
+        return None
+    from .export import export_onnx
+
+    path = Path(tempfile.mkdtemp(prefix="jsla_bench_")) / "model.onnx"
+    export_onnx(copy.deepcopy(model), path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """``speedup`` of each row over the reference eager row with the same name, shape and batch."""
+    ref = {(r["name"], tuple(r["shape"]), r["batch"]): r["median_ms"] for r in rows
+           if r["backend"] == "reference" and r.get("runtime", "eager") == "eager"}
+    for r in rows:
+        base = ref.get((r["name"], tuple(r["shape"]), r["batch"]))
+        r["speedup"] = base / r["median_ms"] if base else None
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| op | shape | backend | runtime | median ms | p90 ms | speedup vs ref | GFLOP/s | GB/s | roofline % |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def f(key, fmt):
+            return fmt.format(r[key]) if r.get(key) is not None else ""
+        lines.append(f"| {r['name']} | {'x'.join(map(str, r['shape']))} | {r['backend']} | {r.get('runtime', '')} | "
+                     f"{f('median_ms', '{:.3f}')} | {f('p90_ms', '{:.3f}')} | {f('speedup', '{:.2f}x')} | "
+                     f"{f('gflops', '{:.1f}')} | {f('gbps', '{:.1f}')} | {f('roofline_pct', '{:.0f}')} |")
+    return "\n".join(lines)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+    return f"{model}, {os.cpu_count()} logical cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(prog="python -m jsla_fast.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--backends", help="comma-separated; default: every one available here "
+                    f"(of {', '.join([*BACKENDS, *EXTRA_BACKENDS])})")
+    ap.add_argument("--batch", default="1,40", help="comma-separated batch sizes")
+    ap.add_argument("--ops", action="store_true", help="per-op microbenchmarks")
+    ap.add_argument("--e2e", action="store_true", help="the whole model (default: both --ops and --e2e)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--checkpoint", help="e2e on this checkpoint instead of a randomly initialised JSLA")
+    ap.add_argument("--quick", action="store_true", help="batch 1, 10 repeats, no torch.compile (a smoke run)")
+    ap.add_argument("--json", help="write the results here (SPEC §5)")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        log.error("--device cuda: no CUDA device is visible to torch (torch %s)", torch.__version__)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    batches = [1] if args.quick else [int(b) for b in args.batch.split(",")]
+    repeat, warmup = (10, 2) if args.quick else (args.repeat, args.warmup)
+    known = [*BACKENDS, *EXTRA_BACKENDS]
+    if args.backends:
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = [b for b in backends if b not in known]
+        if unknown:
+            log.error("unknown backend(s) %s; choose from %s", ", ".join(unknown), ", ".join(known))
+            return 2
+        missing = [b for b in backends if b in BACKENDS and b not in available(device)]
+        if missing:
+            from .backends import why_unavailable
+            for b in missing:
+                log.error("backend %s: %s", b, why_unavailable(b, device))
+            return 2
+    else:
+        backends = available(device) + [b for b in EXTRA_BACKENDS if not (args.quick and b == "compile")]
+    both = not (args.ops or args.e2e)
+    peaks = machine_peaks(device, dtype if dtype != torch.float64 else torch.float32)
+    log.info("peaks: %.0f GFLOP/s, %.1f GB/s", peaks["peak_gflops"], peaks["peak_gbps"])
+    rows: list[dict] = []
+    if args.ops or both:
+        rows += bench_ops([b for b in backends if b != "onnxruntime"], batches, device, dtype, repeat, warmup, peaks)
+    if args.e2e or both:
+        rows += bench_e2e(backends, batches, device, dtype, repeat, warmup, args.checkpoint)
+    add_ratios(rows)
+    report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              **peaks, "command": "python -m jsla_fast.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+              "results": rows}
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        log.info("wrote %s", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Export a trained model to ONNX, for users deploying with ONNX Runtime or TensorRT.
+
+    python -m jsla_fast.export --checkpoint RUN/best.pt --onnx model.onnx [--opset 18]
+
+The graph is the reference model in eval mode with a static layer selection: every candidate
+layer's branch runs and the chosen one is kept by a one-hot mask, which equals running only the
+chosen branch exactly (ONNX has no per-sample dynamic choice; this costs the unchosen branches'
+compute). Input ``images`` [B,3,H,W], normalised as the checkpoint records (B dynamic); outputs
+``pose`` [B,7] (x,y,z,qw,qx,qy,qz) or ``logits`` [B,classes], and ``layers`` [B,N] (int64).
+Attention maps are not exported. After writing, the file is run with ONNX Runtime (when
+installed) and compared with PyTorch; a mismatch is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, load_checkpoint
+
+log = logging.getLogger("jsla_fast.export")
+TOLERANCE = 1e-4
+
+
+class StaticOutputs(nn.Module):
+    """``images -> (pose or logits, layers)`` through the model's static graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(images)
+        return (out.pose if out.pose is not None else out.logits), out.layers
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
+
+
+def input_size(model) -> int:
+    norm = getattr(model, "normalization", None)
+    return int(norm.crop) if norm is not None and norm.crop else 224
+
+
+def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, batch: int = 1) -> Path:
+    """Write ``model`` (eval, reference ops) to ``path`` as ONNX with a dynamic batch axis."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    if hasattr(model, "set_backend"):
+        model.set_backend("reference")
+    size = input_size(model)
+    images = torch.randn(batch, 3, size, size)
+    names = ["pose" if getattr(model.config, "task", "pose") == "pose" else "logits", "layers"]
+    static = getattr(model, "static_graph", None)
+    if static is not None:
+        model.static_graph = True
+    try:
+        # the exporter narrates its passes on stdout and through logging: keep both for errors only
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("onnx_ir", "onnxscript", "torch.onnx"):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                StaticOutputs(model), (images,), dynamo=True, opset_version=opset, input_names=["images"],
+                output_names=names, dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                verbose=False)
+        program.save(str(path))
+    finally:
+        if static is not None:
+            model.static_graph = static
+    return path
+
+
+@torch.inference_mode()
+def compare_with_onnxruntime(model: nn.Module, path: str | Path, batch: int = 2, seed: int = 0) -> float:
+    """Max abs difference between PyTorch and ONNX Runtime on random normalised images (the
+    layer choices must agree exactly). Raises ImportError without onnxruntime."""
+    import onnxruntime as ort
+
+    size = input_size(model)
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    out = model.eval()(images)
+    expected = out.pose if out.pose is not None else out.logits
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got, layers = session.run(None, {"images": images.numpy()})
+    if layers.tolist() != out.layers.tolist():
+        raise AssertionError(f"ONNX chose layers {layers.tolist()}, PyTorch {out.layers.tolist()}")
+    return float((torch.from_numpy(got) - expected).abs().max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(prog="python -m jsla_fast.export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--onnx", required=True, help="output .onnx file")
+    ap.add_argument("--opset", type=int, default=18)
+    ap.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
+    args = ap.parse_args(argv)
+    try:
+        model = load_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        log.error("%s", e)
+        return 2
+    path = export_onnx(model, args.onnx, args.opset)
+    log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    if args.no_check:
+        return 0
+    try:
+        diff = compare_with_onnxruntime(model, path)
+    except ImportError:
+        log.warning("onnxruntime is not installed: the export was not checked (pip install onnxruntime)")
+        return 0
+    if diff > TOLERANCE:
+        log.error("ONNX Runtime differs from PyTorch by %.3g (> %g): please report this", diff, TOLERANCE)
+        return 1
+    log.info("ONNX Runtime matches PyTorch: max abs difference %.2e", diff)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The deployment runtime: :class:`Localizer` runs a trained checkpoint as fast as this machine
+allows and returns results users can publish (pose, class, chosen layers, attention, latency).
+
+    loc = Localizer("run/best.pt", threads=2)     # backend "auto": the fastest available
+    result = loc.localize(image)                  # RGB [3,H,W] in [0,1], any size
+    out = loc(batch)                              # normalised [B,3,224,224] -> JSLAOutput
+
+What it does to the loaded model (each exact in eval, each an option):
+- folds every BatchNorm into the layer before it (backbone convs, the layer selector's FC);
+- folds the attention's E_att -> BN -> C_A into one 5x5 conv once (SPEC §2 note), so the fused
+  attention op gets its weights without per-frame work;
+- channels-last memory format for the backbone's convolutions;
+- inference mode, and a configurable thread count.
+``predict`` and the ROS node use it; ``evaluate`` uses the unmodified model.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backends import resolve
+from .checkpoint import load_checkpoint
+from .normalization import Normalization
+
+
+@dataclass
+class Localization:
+    """One image's result."""
+
+    pose: list[float] | None  #: x,y,z,qw,qx,qy,qz
+    logits: list[float] | None
+    layers: list[int]
+    attention: list[np.ndarray]  #: per step [h,w]
+    ms: float  #: preprocessing + forward, wall clock
+
+
+def preprocessing(model) -> Normalization:
+    """The checkpoint's input normalisation (mean image, resize, crop) recorded by training."""
+    norm = getattr(model, "normalization", None)
+    if norm is None:
+        raise ValueError("the model has no input normalisation; load it from a checkpoint written by training "
+                         "(jsla_fast.train), which records the mean image and crop")
+    return norm
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> None:
+    """Make ``conv`` compute ``bn(conv(x))`` (eval statistics); the caller then drops ``bn``."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+    conv.weight.mul_(scale.view(shape))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    new_bias = (bias - bn.running_mean) * scale + bn.bias
+    conv.bias = nn.Parameter(new_bias, requires_grad=False)
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold BN into the preceding layer of every BasicConv2d and of the layer selector; returns
+    how many were folded. The model must be in eval mode and is changed in place."""
+    from .model.googlenet import BasicConv2d
+    from .model.layer_selection import LayerSelector
+
+    folded = 0
+    for module in model.modules():
+        if isinstance(module, BasicConv2d) and isinstance(module.bn, nn.BatchNorm2d):
+            fold_conv_bn(module.conv, module.bn)
+            module.bn = nn.Identity()
+            folded += 1
+        elif isinstance(module, LayerSelector) and isinstance(module.bn, nn.BatchNorm1d):
+            fold_conv_bn(module.fc1, module.bn)
+            module.bn = nn.Identity()
+            folded += 1
+    return folded
+
+
+class Localizer:
+    """A loaded model prepared for fast inference (see the module docstring).
+
+    ``source``: a checkpoint path or a model (which is then modified in place when ``optimize``).
+    ``backend``: a name from :mod:`jsla_fast.backends` ('auto' = fastest available).
+    ``threads``: torch's intra-op threads (process-wide), None leaves it as is.
+    """
+
+    def __init__(self, source: str | Path | nn.Module, device: str | torch.device = "cpu", backend: str = "auto",
+                 threads: int | None = None, optimize: bool = True, channels_last: bool = True) -> None:
+        self.device = torch.device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        model = source if isinstance(source, nn.Module) else load_checkpoint(source, map_location=self.device)
+        # frozen parameters: no autograd bookkeeping, and the fused ops may cache packed weights
+        model = model.to(self.device).eval().requires_grad_(False)
+        self.backend = resolve(backend, self.device).name
+        if hasattr(model, "set_backend"):
+            model.set_backend(self.backend)
+        if optimize:
+            fold_batchnorm(model)
+            for module in model.modules():
+                if hasattr(module, "freeze"):
+                    module.freeze()
+        self.channels_last = channels_last
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor):
+        """Normalised images ``[B,3,H,W]`` -> the model's output (JSLAOutput)."""
+        images = images.to(self.device)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    @torch.inference_mode()
+    def localize(self, image: torch.Tensor) -> Localization:
+        """``image``: RGB ``[3,H,W]`` float in [0, 1], any size; preprocessed as in training."""
+        norm = preprocessing(self.model)
+        start = time.perf_counter()
+        out = self(norm.prepare(image.to(self.device))[None])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - start) * 1e3
+        return Localization(
+            pose=None if out.pose is None else out.pose[0].double().cpu().tolist(),
+            logits=None if out.logits is None else out.logits[0].double().cpu().tolist(),
+            layers=out.layers[0].cpu().tolist(),
+            attention=[a[0, 0].float().cpu().numpy() for a in out.attention],
+            ms=ms,
+        )

@@ -1,0 +1,193 @@
+"""Backends at the model level: the dispatch table, the whole JSLA with fused ops against the
+reference (eval outputs, training gradients), the Localizer runtime, ONNX export and the bench."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from conftest import make_diverse_selector
+from jsla_fast import JSLA, JSLAConfig, save_checkpoint
+from jsla_fast.backends import BACKENDS, NOT_YET, BackendUnavailable, available, resolve, why_unavailable
+from jsla_fast.normalization import Normalization
+from jsla_fast.runtime import Localizer, fold_batchnorm
+
+FUSED = [name for name in BACKENDS if name != "reference"]
+
+
+@pytest.fixture(params=FUSED)
+def fused(request):
+    assert why_unavailable(request.param, "cpu") is None, why_unavailable(request.param, "cpu")
+    return request.param
+
+
+def randomise_batchnorm(model: torch.nn.Module, gen: torch.Generator, keep=()) -> None:
+    """Running statistics and affine parameters away from the identity, as after training
+    (except the modules in ``keep``)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) and not any(m is k for k in keep):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+
+
+def trained_like_model(seed: int, images: torch.Tensor, **cfg) -> JSLA:
+    torch.manual_seed(seed)
+    model = JSLA(JSLAConfig(**cfg)).eval()
+    # the selector's BN is calibrated on the batch by make_diverse_selector instead
+    randomise_batchnorm(model, torch.Generator().manual_seed(seed), keep=[model.select_layer.bn])
+    make_diverse_selector(model, images, seed)
+    return model
+
+
+# -- the dispatch table ---------------------------------------------------------------------------
+def test_dispatch_table_names_and_errors():
+    assert available("cpu")[0] == "cpp" and resolve("auto", "cpu").name == "cpp"
+    assert resolve("reference", "cpu").name == "reference"
+    with pytest.raises(BackendUnavailable, match="unknown backend 'fast'"):
+        resolve("fast")
+    for name in NOT_YET:
+        with pytest.raises(BackendUnavailable, match="not in this release"):
+            resolve(name, "cpu")
+    with pytest.raises(BackendUnavailable, match="runs on cpu, not cuda"):
+        resolve("cpp", "cuda")
+    with pytest.raises(ValueError, match="unknown backend"):
+        JSLA(JSLAConfig(), backend="fastest")
+    with pytest.raises(BackendUnavailable, match="not in this release"):
+        JSLA(JSLAConfig(), backend="triton")
+
+
+# -- the whole model ------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["pose", "scene"])
+def test_model_with_fused_backend_equals_reference(fused, task, images, seed):
+    ref = trained_like_model(seed, images, task=task)
+    fast = copy.deepcopy(ref).set_backend(fused)
+    with torch.inference_mode():
+        want, got = ref(images), fast(images)
+    assert got.layers.tolist() == want.layers.tolist()
+    assert len(set(want.layers[:, 0].tolist())) > 1, "the test batch should choose different layers"
+    if task == "pose":
+        torch.testing.assert_close(got.pose, want.pose, rtol=0, atol=1e-4)
+    else:
+        torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=1e-4)
+    for a, b in zip(got.attention, want.attention):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _grads(model: JSLA, images: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    out = model(images, generator=torch.Generator().manual_seed(seed))
+    (out.pose_raw.square().sum() + sum(s.square().sum() for s in out.selection_logits) * 0.01).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("frozen_attention_bn", [False, True], ids=["train-bn", "frozen-attention-bn"])
+def test_training_gradients_match_reference(fused, frozen_attention_bn, seed):
+    """Training with the fused ops gives the reference's gradients. With BN in training mode the
+    attention can't be folded (batch statistics) and runs the reference path, the ConvLSTM step is
+    fused; with the attention's BN frozen the fused attention op is in the graph too."""
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    ref = JSLA(JSLAConfig(dropout=0.0)).train()
+    randomise_batchnorm(ref, torch.Generator().manual_seed(seed))
+    if frozen_attention_bn:
+        for branch in ref.branches:
+            branch.attention.bn.eval()
+    fast = copy.deepcopy(ref).set_backend(fused)
+    want, got = _grads(ref, images, seed), _grads(fast, images, seed)
+    assert want.keys() == got.keys() and any("embed_att" in n for n in want)
+    # each gradient to 1e-4 of its own scale; gradients that are analytically ~0 (biases before a
+    # BN in training mode or before the softmax) hold rounding noise: 1% of the largest one floors the scale
+    largest = max(g.abs().max() for g in want.values())
+    for name in want:
+        scale = torch.maximum(want[name].abs().max(), 1e-2 * largest)
+        torch.testing.assert_close(got[name] / scale, want[name] / scale, rtol=0, atol=1e-4, msg=name)
+
+
+# -- the runtime ----------------------------------------------------------------------------------
+def test_localizer_equals_reference_model(images, seed, tmp_path):
+    ref = trained_like_model(seed, images)
+    ref.normalization = Normalization(mean=torch.zeros(3, 1, 1), std=None, size=(256, 256), crop=224)
+    with torch.inference_mode():
+        want = ref(images)
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ref, ckpt)
+    threads = torch.get_num_threads()
+    loc = Localizer(ckpt, threads=1)
+    try:
+        assert torch.get_num_threads() == 1 and loc.backend == "cpp"
+        got = loc(images)
+    finally:
+        torch.set_num_threads(threads)
+    assert got.layers.tolist() == want.layers.tolist()
+    torch.testing.assert_close(got.pose, want.pose, rtol=0, atol=1e-4)
+    for module in loc.model.modules():  # BN folded away everywhere
+        assert not isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) or module in [
+            b.attention.bn for b in loc.model.branches]
+    result = loc.localize(torch.rand(3, 300, 400))
+    assert len(result.pose) == 7 and len(result.layers) == 3 and result.ms > 0
+
+
+def test_fold_batchnorm_is_exact_for_the_backbone(seed):
+    torch.manual_seed(seed)
+    model = JSLA(JSLAConfig()).eval()
+    randomise_batchnorm(model, torch.Generator().manual_seed(seed))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        want = model.backbone(x)
+        assert fold_batchnorm(model) == 57 + 1  # every BasicConv2d, and the layer selector
+        got = model.backbone(x)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5)
+
+
+# -- export and bench -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_export_cli_writes_onnx_that_matches_pytorch(images, seed, tmp_path):
+    from jsla_fast.export import compare_with_onnxruntime, main
+
+    model = trained_like_model(seed, images)
+    model.normalization = Normalization(mean=torch.zeros(3, 1, 1), size=(256, 256), crop=224)
+    ckpt = save_checkpoint(model, tmp_path / "model.pt")
+    out = tmp_path / "model.onnx"
+    assert main(["--checkpoint", str(ckpt), "--onnx", str(out)]) == 0
+    assert out.stat().st_size > 1e6
+    # and on a batch whose samples choose different layers, at another batch size than exported
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    pose, layers = session.run(None, {"images": images.numpy()})
+    with torch.inference_mode():
+        want = model(images)
+    assert layers.tolist() == want.layers.tolist() and len(set(layers[:, 0].tolist())) > 1
+    torch.testing.assert_close(torch.from_numpy(pose), want.pose, rtol=0, atol=1e-4)
+    assert compare_with_onnxruntime(model, out, batch=1) < 1e-4
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--onnx", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_bench_writes_spec_json(tmp_path):
+    from jsla_fast.bench import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--backends", "reference,cpp,onnxruntime", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"device", "torch", "threads", "results", "peak_gflops", "peak_gbps"} <= report.keys()
+    rows = report["results"]
+    att = [r for r in rows if r["name"] == "attention"]
+    assert {tuple(r["shape"][1:]) for r in att} == {(480, 28, 28), (512, 14, 14), (832, 14, 14), (1024, 7, 7)}
+    assert {r["backend"] for r in att} == {"reference", "cpp"}
+    for r in rows:
+        assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["speedup"] > 0
+        assert r["batch"] == 1 and r["dtype"] == "float32"
+    for r in att + [r for r in rows if r["name"] == "convlstm"]:
+        assert r["gflops"] > 0 and r["gbps"] > 0 and 0 < r["roofline_pct"]
+    e2e = {(r["backend"], r["runtime"]): r for r in rows if r["name"] == "e2e"}
+    assert set(e2e) == {("reference", "eager"), ("reference", "localizer"), ("cpp", "localizer"),
+                        ("onnxruntime", "onnxruntime")}
+    assert all(r["fps"] > 0 and r["peak_mem_mb"] > 0 for r in e2e.values())
+    assert main(["--backends", "nonsense"]) == 2

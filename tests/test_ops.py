@@ -1,0 +1,214 @@
+"""The fused ops of every backend against the reference (SPEC §3), on fresh random inputs each
+run: the candidate-layer shapes and odd ones, batch 1-5, contiguous / channels-last / strided
+views; gradients (gradcheck in float64), torch.library.opcheck, and clear errors on bad input."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from jsla_fast import ops
+from jsla_fast.backends import BACKENDS, BackendUnavailable, why_unavailable
+from jsla_fast.model import attention_reference, convlstm_step_reference
+
+FUSED = [name for name in BACKENDS if name != "reference"]
+LAYOUTS = ("contiguous", "channels_last", "strided")
+
+
+@pytest.fixture(params=FUSED)
+def fused(request):
+    reason = why_unavailable(request.param, "cpu")
+    # The test command builds every CPU backend: one that is missing is a failure, not a skip.
+    assert reason is None, reason
+    return BACKENDS[request.param]
+
+
+def laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values as ``t`` in another memory layout."""
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":  # every other channel of a bigger buffer, width-major inside
+        big = torch.zeros(t.shape[0], 2 * t.shape[1], t.shape[3], t.shape[2], dtype=t.dtype)
+        view = big[:, ::2].transpose(2, 3)
+        view.copy_(t)
+        return view
+    return t.contiguous()
+
+
+def attention_inputs(batch, c, h, w, k, dtype, gen):
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    return rand(batch, c, h, w), rand(batch, c, h, w), rand(1, c, k, k, scale=(c * k * k) ** -0.5 * 2), rand(1)
+
+
+ATTENTION_CASES = [  # (C, h, w, k): the candidate layers, then odd ones
+    (480, 28, 28, 5), (512, 14, 14, 5), (832, 14, 14, 5), (1024, 7, 7, 5),
+    (13, 5, 7, 5), (1, 1, 1, 5), (7, 3, 1, 3), (33, 9, 6, 1), (20, 2, 11, 3),
+]
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_attention_matches_reference(fused, case, seed):
+    c, h, w, k = case
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    batch = 1 if c * h * w > 200_000 else rng.randint(1, 5)
+    slope = rng.choice([0.0, 0.01, 0.2])
+    for dtype in (torch.float32, torch.float64):
+        feat, eh, weight, bias = attention_inputs(batch, c, h, w, k, dtype, gen)
+        want_o, want_a = attention_reference(feat.double(), eh.double(), weight.double(), bias.double(), slope)
+        for layout in LAYOUTS:
+            got_o, got_a = fused.attention(laid_out(feat, rng.choice(LAYOUTS)), laid_out(eh, layout), weight, bias,
+                                           slope)
+            tol = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(got_a.double(), want_a, **tol)
+            torch.testing.assert_close(got_o.double(), want_o, **tol)
+            assert got_a.shape == (batch, 1, h, w) and got_o.shape == feat.shape
+
+
+def convlstm_inputs(batch, d, hid, h, w, kernels, dtype, gen, scale=1.0):
+    n = hid // len(kernels)
+
+    def rand(*shape, s=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * s).to(dtype)
+    weights = [rand(4 * n, d + hid, k, k, s=scale * ((d + hid) * k * k) ** -0.5) for k in kernels]
+    biases = [rand(4 * n, s=0.1) for _ in kernels]
+    return rand(batch, d, h, w), rand(batch, hid, h, w), rand(batch, hid, h, w), weights, biases
+
+
+CONVLSTM_CASES = [  # (D, hid, H, W, kernels): the model's step, then odd ones
+    (128, 96, 14, 14, (1, 3, 5, 7)), (5, 6, 5, 7, (1, 3)), (3, 6, 3, 2, (3, 5, 7)), (4, 8, 1, 1, (1, 3, 5, 7)),
+    (7, 3, 6, 9, (5,)), (2, 4, 4, 4, (9, 1)),
+]
+
+
+@pytest.mark.parametrize("case", CONVLSTM_CASES, ids=lambda c: "x".join(map(str, c[:4])) + "k" + "".join(map(str, c[4])))
+def test_convlstm_matches_reference(fused, case, seed):
+    d, hid, h, w, kernels = case
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    batch = rng.randint(1, 5)
+    for dtype in (torch.float32, torch.float64):
+        x, hh, cc, ws, bs = convlstm_inputs(batch, d, hid, h, w, kernels, dtype, gen, scale=rng.choice([1.0, 3.0]))
+        want_h, want_c = convlstm_step_reference(x.double(), hh.double(), cc.double(), [t.double() for t in ws],
+                                                 [t.double() for t in bs])
+        for layout in LAYOUTS:
+            got_h, got_c = fused.convlstm_step(laid_out(x, layout), laid_out(hh, rng.choice(LAYOUTS)),
+                                               laid_out(cc, rng.choice(LAYOUTS)), ws, bs)
+            tol = dict(rtol=0, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-10)
+            torch.testing.assert_close(got_h.double(), want_h, **tol)
+            torch.testing.assert_close(got_c.double(), want_c, **tol)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_convlstm_weight_cache_sees_updates(fused, requires_grad, seed):
+    """Packed weights may be reused across calls; in-place updates (an optimizer step, copy_,
+    and for weights that require grad even writes through .data) must be seen."""
+    gen = torch.Generator().manual_seed(seed)
+    x, h, c, ws, bs = convlstm_inputs(2, 6, 8, 5, 5, (1, 3), torch.float32, gen)
+    for t in (*ws, *bs):
+        t.requires_grad_(requires_grad)
+    first = fused.convlstm_step(x, h, c, ws, bs)
+    torch.testing.assert_close(fused.convlstm_step(x, h, c, ws, bs), first, rtol=0, atol=0)
+    with torch.no_grad():
+        ws[1].mul_(-1.5)
+        bs[0].add_(0.3)
+    want = convlstm_step_reference(x, h, c, ws, bs)
+    torch.testing.assert_close(fused.convlstm_step(x, h, c, ws, bs), want, rtol=0, atol=2e-5)
+    if requires_grad:
+        ws[0].data.mul_(2.0)  # no version bump
+        want = convlstm_step_reference(x, h, c, ws, bs)
+        torch.testing.assert_close(fused.convlstm_step(x, h, c, ws, bs), want, rtol=0, atol=2e-5)
+
+
+def test_attention_gradcheck(fused, seed):
+    gen = torch.Generator().manual_seed(seed)
+    feat, eh, weight, bias = (t.requires_grad_() for t in attention_inputs(2, 3, 4, 5, 3, torch.float64, gen))
+    assert torch.autograd.gradcheck(lambda *a: fused.attention(*a, 0.1), (feat, eh, weight, bias))
+    # at slope 0 (ReLU) too, away from the kink
+    feat2 = (feat.detach() + torch.sign(feat.detach() + eh.detach()) * 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda *a: fused.attention(*a, 0.0), (feat2, eh, weight, bias))
+
+
+def test_convlstm_gradcheck(fused, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x, h, c, ws, bs = convlstm_inputs(2, 3, 4, 3, 4, (1, 3), torch.float64, gen)
+    leaves = [t.requires_grad_() for t in (x, h, c, *ws, *bs)]
+
+    def step(x, h, c, w0, w1, b0, b1):
+        return fused.convlstm_step(x, h, c, [w0, w1], [b0, b1])
+    assert torch.autograd.gradcheck(step, (leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], leaves[6]))
+
+
+def test_opcheck_attention(fused, seed):
+    if fused.name != "cpp":
+        pytest.skip("opcheck applies to ops registered through torch.library")
+    gen = torch.Generator().manual_seed(seed)
+    for requires_grad in (False, True):
+        args = [t.requires_grad_(requires_grad) for t in attention_inputs(2, 5, 4, 6, 3, torch.float32, gen)]
+        torch.library.opcheck(torch.ops.jsla.attention.default, (*args, 0.01))
+
+
+def test_opcheck_convlstm(fused, seed):
+    if fused.name != "cpp":
+        pytest.skip("opcheck applies to ops registered through torch.library")
+    gen = torch.Generator().manual_seed(seed)
+    for requires_grad in (False, True):
+        x, h, c, ws, bs = convlstm_inputs(2, 3, 4, 3, 4, (1, 3), torch.float32, gen)
+        for t in (x, h, c, *ws, *bs):
+            t.requires_grad_(requires_grad)
+        torch.library.opcheck(torch.ops.jsla.convlstm_step.default, (x, h, c, ws, bs))
+
+
+def test_fused_ops_under_torch_compile(fused, seed):
+    gen = torch.Generator().manual_seed(seed)
+    feat, eh, weight, bias = attention_inputs(2, 6, 5, 5, 5, torch.float32, gen)
+    compiled = torch.compile(lambda *a: fused.attention(*a, 0.01), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(feat, eh, weight, bias), fused.attention(feat, eh, weight, bias, 0.01))
+
+
+# -- errors: clear messages, never a crash ---------------------------------------------------------
+def test_bad_inputs_give_clear_errors(fused, seed):
+    gen = torch.Generator().manual_seed(seed)
+    feat, eh, weight, bias = attention_inputs(1, 4, 5, 5, 3, torch.float32, gen)
+    name = fused.name
+    with pytest.raises(TypeError, match="dtype torch.int64"):
+        ops.attention(feat.long(), eh.long(), weight.long(), bias.long(), 0.01, backend=name)
+    with pytest.raises(TypeError, match="float16"):
+        ops.attention(feat.half(), eh.half(), weight.half(), bias.half(), 0.01, backend=name)
+    with pytest.raises(TypeError, match="eh has dtype torch.float64"):
+        ops.attention(feat, eh.double(), weight, bias, 0.01, backend=name)
+    with pytest.raises(ValueError, match="4-d"):
+        ops.attention(feat[0], eh[0], weight, bias, 0.01, backend=name)
+    with pytest.raises(ValueError, match="resize Eh"):
+        ops.attention(feat, eh[..., :4], weight, bias, 0.01, backend=name)
+    with pytest.raises(ValueError, match="k odd"):
+        ops.attention(feat, eh, torch.zeros(1, 4, 4, 4), bias, 0.01, backend=name)
+    with pytest.raises(ValueError, match=r"\[1,4,k,k\]"):
+        ops.attention(feat, eh, torch.zeros(1, 3, 3, 3), bias, 0.01, backend=name)
+    with pytest.raises(BackendUnavailable, match="not meta"):
+        ops.attention(feat.to("meta"), eh.to("meta"), weight.to("meta"), bias.to("meta"), 0.01, backend=name)
+    x, h, c, ws, bs = convlstm_inputs(1, 3, 4, 3, 3, (1, 3), torch.float32, gen)
+    with pytest.raises(ValueError, match="differ in batch or grid"):
+        ops.convlstm_step(x[..., :2], h, c, ws, bs, backend=name)
+    with pytest.raises(ValueError, match=r"weights\[1\] must be \[8,7,k,k\]"):
+        ops.convlstm_step(x, h, c, [ws[0], ws[1][:, :5]], bs, backend=name)
+    with pytest.raises(ValueError, match="one of each per branch"):
+        ops.convlstm_step(x, h, c, ws, bs[:1], backend=name)
+    with pytest.raises(ValueError, match="do not split"):
+        ops.convlstm_step(x, h, c, ws * 3, bs * 3, backend=name)
+
+
+def test_cpp_op_checks_its_inputs_when_called_directly():
+    assert why_unavailable("cpp") is None, why_unavailable("cpp")
+    feat = torch.randn(1, 4, 5, 5)
+    with pytest.raises(RuntimeError, match="eh has shape"):
+        torch.ops.jsla.attention(feat, feat[..., :3], torch.zeros(1, 4, 3, 3), torch.zeros(1), 0.0)
+    with pytest.raises(RuntimeError, match="float32 and float64"):
+        torch.ops.jsla.attention(feat.half(), feat.half(), torch.zeros(1, 4, 3, 3).half(), torch.zeros(1).half(), 0.0)
+    x, h = torch.randn(1, 3, 4, 4), torch.randn(1, 4, 4, 4)
+    with pytest.raises(RuntimeError, match=r"weights\[0\] must be"):
+        torch.ops.jsla.convlstm_step(x, h, h, [torch.zeros(16, 6, 3, 3)], [torch.zeros(16)])
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.ops.jsla.convlstm_step(x, h, h.double(), [torch.zeros(16, 7, 3, 3)], [torch.zeros(16)])
