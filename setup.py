@@ -24,8 +24,10 @@ def extensions():
         return [], {}
     sources = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("csrc/kernels/*.cpp"), *ROOT.glob("csrc/torch/*.cpp")])
     arch = os.environ.get("JSLA_FAST_CPU_ARCH", "native")
+    # -fopenmp: at::parallel_for is inlined from ATen/ParallelOpenMP.h; without it the ops run on one thread
     ext = CppExtension("jsla_fast._C", sources, include_dirs=[str(ROOT / "csrc")],
-                       extra_compile_args=["-O3", f"-march={arch}", "-Wall"])
+                       extra_compile_args=["-O3", f"-march={arch}", "-fopenmp", "-Wall"],
+                       extra_link_args=["-fopenmp"])
     return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
 
 

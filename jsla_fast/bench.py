@@ -180,6 +180,8 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> l
     size = 224
     for batch in batches:
         images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+        with torch.inference_mode():
+            layers = base(images).layers[0].tolist() if hasattr(base, "static_graph") else []
         runs: list[tuple[str, str, Callable]] = [("reference", "eager", lambda m=base: m(images))]
         for name in backends:
             if name in BACKENDS:
@@ -199,7 +201,8 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> l
             log.info("e2e %s (%s) batch %d: %.2f ms", backend, runtime, batch, s["median_ms"])
             rows.append({"name": "e2e", "backend": backend, "runtime": runtime, "batch": batch,
                          "dtype": str(dtype).replace("torch.", ""), "shape": [batch, 3, size, size], **s,
-                         "fps": 1e3 * batch / s["median_ms"], "peak_mem_mb": mem.mb})
+                         "fps": 1e3 * batch / s["median_ms"], "peak_mem_mb": mem.mb,
+                         "layers": layers})  # the first image's chosen layer per step: the work depends on it
     return rows
 
 

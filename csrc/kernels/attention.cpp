@@ -1,44 +1,54 @@
 // Fused spatial attention: jsla::attention_forward<T> (contract in attention.h, specification
-// jsla_fast.model.attention.attention_reference).
+// jsla_fast.model.attention.attention_reference), float and double.
 //
 // Shapes and layout
-//   F, Eh: [B,C,h,w], any element strides (NCHW, NHWC, sliced views); W: [C,k,k] contiguous;
-//   O: [B,C,h,w] through its strides; alpha: [B,h,w] contiguous. k odd >= 1, C >= 0, h, w >= 1.
+//   F, Eh: [B,C,h,w], any element strides (NCHW, NHWC, sliced or cropped views); W: [C,k,k]
+//   contiguous; O: [B,C,h,w] through its own strides; alpha: [B,h,w] contiguous.
+//   k odd >= 1, C >= 0, B, h, w >= 0 (empty is a no-op).
 //
-// Algorithm. With A = lrelu(F + Eh) and taps t = (dy, dx), o_t = (dy - k/2, dx - k/2):
-//   Z[q, t] = sum_c A[c, q] W[c, t]               a GEMM: positions x C times C x k*k
-//   L[p]    = bias + sum_t Z[p + o_t, t]          the 'same' conv as a k*k-term shifted sum
+// Algorithm. With A = lrelu(F + Eh) (never stored) and taps t = (dy, dx), o_t = (dy-k/2, dx-k/2):
+//   Z[q, t] = sum_c A[c, q] W[c, t]      a GEMM (positions x C) . (C x k*k)
+//   L[p]    = bias + sum_t Z[p + o_t, t]  the 'same' conv as a k*k-term shifted sum, zero padding
+//                                         = clipped ranges
 //   alpha   = softmax_p L ;  O = F * alpha
-// Phase 1 (the cost) runs over items (image, channel chunk, block of V positions), V = one
-// 512-bit vector (16 floats / 8 doubles): K*K <= 25 accumulator vectors stay in registers while
-// the channel loop computes A on the fly and does one FMA per tap with W[c, t] broadcast. The
-// A vector of a block is read straight from memory when positions are unit-stride (NCHW and
-// channel-sliced NCHW views); for channels-last it is transposed in registers from V x V tiles
-// (positions x channels) into a small L1 panel; any other layout gathers it with scalar loads.
-// k > 5 runs the taps in groups of 25 (the last one zero-padded). Phase 2, per image: sum the
-// channel-chunk partials of Z, the shifted sum (zero padding = clipped ranges), softmax
-// (max-subtracted, sum in double) straight into alpha. Phase 3: O = F * alpha over the same
-// items as phase 1 with the same chunking, so each thread re-reads the F it just streamed; the
-// loop walks the layout's unit stride (positions for NCHW-like, channels for NHWC-like).
-// Work split: channel chunks are only used when an image has too few position blocks to keep
-// the threads busy (batch 1 at 14x14 or 7x7); images are processed in waves whose F + Eh fit in
-// a slice of L3, so that phase 3's re-read of F does not go to DRAM at large batch.
 //
-// Cost, per image (T = k*k taps):
-//   FLOPs: 2*T*C*h*w for the logits GEMM, + ~3*C*h*w (add, lrelu) + ~(2T + 10)*h*w (shifted
-//          sum, softmax) + C*h*w (O) -- the GEMM is > 90% for C >= 13 at k = 5.
-//   bytes: read F and Eh once, write O, write alpha: (3*C*h*w + h*w) * sizeof(T); the design
-//          re-reads F once for O (from L2/L3, not counted in the floor). Z scratch is 4*T*h*w
-//          bytes per image and stays in cache.
-//   Floor on the 2-core Zen 4 host (fp32, k = 5; 1 zmm FMA/cycle/core ~ 2 x 32 FLOP/cycle at
-//   ~3 GHz = ~190 GFLOP/s; data in L3): compute-bound everywhere,
-//     480x28x28: 18.8 MFLOP, 4.5 MB -> ~100 us ; 512x14x14: 5.0 MFLOP, 1.2 MB -> ~27 us
-//     832x14x14: 8.2 MFLOP, 2.0 MB -> ~43 us ; 1024x7x7: 2.5 MFLOP, 0.6 MB -> ~13 us (the last
-//     block of 49 positions holds 1 of 16 lanes: 64/49 of the FLOPs are issued).
+// Work split. Images go in waves whose F + Eh fit in ~6 MB (so that phase 3 re-reads F from cache,
+// not DRAM, at large batch); in a wave the positions of all its images are flattened and cut into
+// blocks of V = one 512-bit vector (16 floats / 8 doubles; a block may straddle two images, so
+// 7x7 grids waste no lanes at batch > 1). Three host.parallel_for passes per wave:
+//   1. items (channel chunk, position block): the block's k*k <= 25 accumulator vectors stay in
+//      registers while the channel loop forms A's vector for channel c and does one FMA per tap
+//      with W[c, t] broadcast from memory (25 FMAs per 2 loads + 3 ops). A's vector is loaded
+//      straight from F and Eh when positions are unit-stride (NCHW, channel- or batch-sliced
+//      NCHW views; two masked loads where a block straddles images), with a software prefetch
+//      two blocks ahead (2C rows advance one line per block); channels-last inputs are
+//      transposed in registers from V x V tiles (positions x channels) into an L1 panel; any
+//      other layout is gathered with scalar loads. Channels are split into chunks only when a
+//      wave has < 16 blocks (batch 1 at 14x14 and 7x7), so that batch 1 keeps both threads busy.
+//      k > 5 runs the taps in groups of 25, the last one zero-padded.
+//   2. per image: sum the channel-chunk partials of Z, the shifted sum, softmax (max-subtracted,
+//      sum in double) straight into alpha.
+//   3. O = F * alpha over the same items with the same grain, hence the same chunking as pass 1,
+//      so each thread re-reads the F it streamed; walks O's unit stride (rows of positions for
+//      NCHW-like, rows of channels for NHWC-like; strided loops otherwise).
 //
-// Paths: AVX-512 intrinsics when compiled with __AVX512F__, else (or when forced through
-// attention_detail::attention_forward_path, which the unit test uses) the same code over a
-// plain-array vector type that the compiler vectorises as it can.
+// Cost per image (T = k*k taps, here float, k = 5):
+//   FLOPs: 2*T*C*h*w (logits GEMM) + ~3*C*h*w (add, lrelu) + ~(2T+10)*h*w (shift-sum, softmax)
+//          + C*h*w (O): the GEMM is > 90%.
+//   bytes: read F and Eh once, write O and alpha = (3*C*h*w + h*w) * 4; F is re-read once more by
+//          pass 3 (from L2/L3, not counted). Z scratch: 4*T*h*w bytes per image, stays in cache.
+//   Floors on the 2-core Zen 4 host at 3.65 GHz, 1 zmm FMA/cycle/core = 234 GFLOP/s; inputs hot
+//   in L3 at batch 1, so compute-bound:
+//     480x28x28: 18.8 MFLOP, 4.5 MB -> 80 us ;  512x14x14: 5.0 MFLOP, 1.2 MB -> 21 us
+//     832x14x14:  8.2 MFLOP, 2.0 MB -> 35 us ; 1024x7x7:   2.5 MFLOP, 0.6 MB -> 11 us (14 us as
+//     issued: 49 positions fill 4 blocks of 16 at batch 1).
+//   At batch 40 the 28x28 and 14x14 shapes are DRAM-bound instead (~31 GB/s read, ~38 GB/s
+//   copy on that host): 480x28x28 moves 181 MB (+60 MB of O read-for-ownership) -> ~5-6 ms.
+//
+// Paths: AVX-512 intrinsics when compiled with __AVX512F__; otherwise, or when forced through
+// attention_detail::attention_forward_path (the unit test forces each path), the same code over
+// GCC vector extensions (32-byte vectors with AVX, 16-byte otherwise; 13-tap groups so that a
+// block's accumulators fit 16 registers).
 
 #include "attention.h"
 
@@ -48,7 +58,6 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -65,12 +74,8 @@ namespace jsla {
 namespace attention_detail {
 
 // Flags for attention_forward_path (the unit test forces each path; production passes 0).
-constexpr int kForcePortable = 1;  // plain-array vectors instead of AVX-512 intrinsics
+constexpr int kForcePortable = 1;  // portable vectors instead of AVX-512 intrinsics
 constexpr int kForceGeneric = 2;   // scalar strided gather for A and strided loops for O
-constexpr int kForceStream = 4;    // non-temporal stores for O whatever its size (AVX-512 only)
-#ifndef JSLA_STREAM_MB
-#define JSLA_STREAM_MB 24
-#endif
 
 template <typename T>
 void attention_forward_path(const AttentionShape& shape, const T* feat, Strides4 feat_strides, const T* eh,
@@ -81,76 +86,91 @@ void attention_forward_path(const AttentionShape& shape, const T* feat, Strides4
 
 namespace {
 
-constexpr int kGroupTaps = 25;        // taps per register group (25 accumulators + A + spare)
 constexpr int64_t kPackChannels = 128;  // channels per panel of the packed (transposed) A
 constexpr int64_t kWaveBytes = 6 << 20;  // F + Eh bytes of the images processed per wave
 constexpr int64_t kMinItems = 16;        // items per wave below which channels are split
 constexpr int64_t kMinChunk = 64;        // smallest channel chunk
 constexpr int64_t kGrainCycles = 20000;  // rough work per parallel chunk at least
-constexpr int64_t kStreamBytes = int64_t(JSLA_STREAM_MB) << 20;  // O bytes above which O is written non-temporally
-constexpr int64_t kPrefetchBlocks = 2;  // unit-stride positions: software prefetch distance
+constexpr int64_t kPrefetchBlocks = 2;   // unit-stride positions: prefetch distance, in blocks
+constexpr int64_t kPackPrefetch = 64;    // channels-last: prefetch distance, in channels
 
 // ---------------------------------------------------------------------------------------------
-// Vector types: the same kernel code runs over PortableOps (arrays) or NativeOps (AVX-512).
+// Vector types: the same kernel code runs over PortableOps or NativeOps (AVX-512).
+
+// Portable: 32-byte vectors with AVX, 16-byte ones otherwise (GCC/Clang vector extensions, which
+// the compiler maps to the target's SIMD registers or to scalars; a plain array elsewhere), and at
+// most 13 taps per group, so that a block's accumulators fit 16 vector registers.
+#if defined(__AVX__)
+constexpr int kPortableBytes = 32;
+#else
+constexpr int kPortableBytes = 16;
+#endif
 
 template <typename T>
 struct PortableOps {
-  static constexpr int V = 64 / sizeof(T);
+  static constexpr int V = kPortableBytes / sizeof(T);
+  static constexpr int kMaxTaps = 13;
+#if defined(__GNUC__)
+  typedef T vec __attribute__((vector_size(kPortableBytes)));
+#else
   struct vec {
     T v[V];
+    T& operator[](int l) { return v[l]; }
+    const T& operator[](int l) const { return v[l]; }
   };
-  static inline vec zero() {
-    vec r;
-    for (int l = 0; l < V; ++l) r.v[l] = T(0);
-    return r;
-  }
+#endif
+  static inline vec zero() { return set1(T(0)); }
   static inline vec set1(T a) {
     vec r;
-    for (int l = 0; l < V; ++l) r.v[l] = a;
+    for (int l = 0; l < V; ++l) r[l] = a;
     return r;
   }
   static inline vec load(const T* p) { return loadu(p); }
   static inline vec loadu(const T* p) {
     vec r;
-    for (int l = 0; l < V; ++l) r.v[l] = p[l];
+    std::memcpy(&r, p, sizeof(vec));
     return r;
   }
   static inline vec loadn(const T* p, int n) {
-    vec r;
-    for (int l = 0; l < V; ++l) r.v[l] = l < n ? p[l] : T(0);
+    vec r = zero();
+    for (int l = 0; l < n; ++l) r[l] = p[l];
     return r;
   }
-  static inline void store(T* p, const vec& a) {
-    for (int l = 0; l < V; ++l) p[l] = a.v[l];
+  // a with lanes [lo, hi) replaced by p[lane].
+  static inline vec load_lanes(vec a, const T* p, int lo, int hi) {
+    for (int l = lo; l < hi; ++l) a[l] = p[l];
+    return a;
   }
+  static inline void store(T* p, const vec& a) { std::memcpy(p, &a, sizeof(vec)); }
+#if defined(__GNUC__)
+  static inline vec add(const vec& a, const vec& b) { return a + b; }
+  static inline vec lrelu(const vec& x, const vec& s) { return x < zero() ? x * s : x; }
+  static inline vec fmadd_bcast(const vec& x, const T* w, const vec& acc) { return acc + x * *w; }
+#else
   static inline vec add(const vec& a, const vec& b) {
     vec r;
-    for (int l = 0; l < V; ++l) r.v[l] = a.v[l] + b.v[l];
+    for (int l = 0; l < V; ++l) r[l] = a[l] + b[l];
     return r;
   }
   static inline vec lrelu(const vec& x, const vec& s) {
     vec r;
-    for (int l = 0; l < V; ++l) r.v[l] = x.v[l] < T(0) ? x.v[l] * s.v[l] : x.v[l];
+    for (int l = 0; l < V; ++l) r[l] = x[l] < T(0) ? x[l] * s[l] : x[l];
     return r;
   }
   static inline vec fmadd_bcast(const vec& x, const T* w, const vec& acc) {
-    const T b = *w;
     vec r;
-    for (int l = 0; l < V; ++l) r.v[l] = acc.v[l] + x.v[l] * b;
+    for (int l = 0; l < V; ++l) r[l] = acc[l] + x[l] * *w;
     return r;
   }
+#endif
   static inline void transpose(vec* r) {
     for (int i = 0; i < V; ++i)
-      for (int j = i + 1; j < V; ++j) std::swap(r[i].v[j], r[j].v[i]);
+      for (int j = i + 1; j < V; ++j) {
+        const T t = r[i][j];
+        r[i][j] = r[j][i];
+        r[j][i] = t;
+      }
   }
-  static inline vec mul(const vec& a, const vec& b) {
-    vec r;
-    for (int l = 0; l < V; ++l) r.v[l] = a.v[l] * b.v[l];
-    return r;
-  }
-  static constexpr bool kCanStream = false;
-  static inline void stream(T* p, const vec& a) { store(p, a); }
-  static inline void store_fence() {}
   static inline void prefetch(const T*) {}
 };
 
@@ -161,6 +181,7 @@ struct NativeOps;
 template <>
 struct NativeOps<float> {
   static constexpr int V = 16;
+  static constexpr int kMaxTaps = 25;  // 25 accumulators + A + spare of the 32 zmm registers
   using vec = __m512;
   static inline vec zero() { return _mm512_setzero_ps(); }
   static inline vec set1(float a) { return _mm512_set1_ps(a); }
@@ -169,16 +190,15 @@ struct NativeOps<float> {
   static inline vec loadn(const float* p, int n) {
     return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
   }
+  static inline vec load_lanes(vec a, const float* p, int lo, int hi) {
+    return _mm512_mask_loadu_ps(a, static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u)), p);
+  }
   static inline void store(float* p, vec a) { _mm512_store_ps(p, a); }
   static inline vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
   static inline vec lrelu(vec x, vec s) {
     return _mm512_mask_mul_ps(x, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), x, s);
   }
   static inline vec fmadd_bcast(vec x, const float* w, vec acc) { return _mm512_fmadd_ps(x, _mm512_set1_ps(*w), acc); }
-  static inline vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
-  static constexpr bool kCanStream = true;
-  static inline void stream(float* p, vec a) { _mm512_stream_ps(p, a); }
-  static inline void store_fence() { _mm_sfence(); }
   static inline void prefetch(const float* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
   // 16 x 16 in registers: r[i][j] -> r[j][i].
   static inline void transpose(vec* r) {
@@ -211,6 +231,7 @@ struct NativeOps<float> {
 template <>
 struct NativeOps<double> {
   static constexpr int V = 8;
+  static constexpr int kMaxTaps = 25;
   using vec = __m512d;
   static inline vec zero() { return _mm512_setzero_pd(); }
   static inline vec set1(double a) { return _mm512_set1_pd(a); }
@@ -218,6 +239,9 @@ struct NativeOps<double> {
   static inline vec loadu(const double* p) { return _mm512_loadu_pd(p); }
   static inline vec loadn(const double* p, int n) {
     return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p);
+  }
+  static inline vec load_lanes(vec a, const double* p, int lo, int hi) {
+    return _mm512_mask_loadu_pd(a, static_cast<__mmask8>(((1u << hi) - 1u) & ~((1u << lo) - 1u)), p);
   }
   static inline void store(double* p, vec a) { _mm512_store_pd(p, a); }
   static inline vec add(vec a, vec b) { return _mm512_add_pd(a, b); }
@@ -227,10 +251,6 @@ struct NativeOps<double> {
   static inline vec fmadd_bcast(vec x, const double* w, vec acc) {
     return _mm512_fmadd_pd(x, _mm512_set1_pd(*w), acc);
   }
-  static inline vec mul(vec a, vec b) { return _mm512_mul_pd(a, b); }
-  static constexpr bool kCanStream = true;
-  static inline void stream(double* p, vec a) { _mm512_stream_pd(p, a); }
-  static inline void store_fence() { _mm_sfence(); }
   static inline void prefetch(const double* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
   // 8 x 8 in registers.
   static inline void transpose(vec* r) {
@@ -261,8 +281,7 @@ enum class OMode { kUnitPositions, kChannelsLast, kGeneric };
 template <typename T>
 struct Ctx {
   int64_t B, C, H, W, K, HW, taps;
-  int64_t ngroups, nt, tp;  // tap groups, taps per group (1, 9 or 25), padded taps = ngroups*nt
-  int64_t npb, ldz;         // position blocks per image, Z row length (npb*V)
+  int64_t ngroups, nt, tp;  // tap groups, taps per group (1, 9 or S::kMaxTaps), padded taps
   int64_t nck, cchunk;      // channel chunks per image and their size
   const T* feat;
   Strides4 fs;
@@ -340,7 +359,11 @@ inline void pack_channels_last(const T* const* fl, const T* const* el, int64_t c
   int64_t j = 0;
   for (; j + V <= m; j += V) {
 #pragma GCC unroll 16
-    for (int l = 0; l < V; ++l) r[l] = S::lrelu(S::add(S::loadu(fl[l] + cc + j), S::loadu(el[l] + cc + j)), slope);
+    for (int l = 0; l < V; ++l) {
+      S::prefetch(fl[l] + cc + j + kPackPrefetch);
+      S::prefetch(el[l] + cc + j + kPackPrefetch);
+      r[l] = S::lrelu(S::add(S::loadu(fl[l] + cc + j), S::loadu(el[l] + cc + j)), slope);
+    }
     S::transpose(r);
 #pragma GCC unroll 16
     for (int u = 0; u < V; ++u) S::store(buf + (j + u) * V, r[u]);
@@ -354,90 +377,94 @@ inline void pack_channels_last(const T* const* fl, const T* const* el, int64_t c
   }
 }
 
-// Phase 1 for items [i0, i1) of a wave starting at image b0; item = (bw, ck, block). Consecutive
-// items of the same (bw, ck) form a run of position blocks.
+// A wave: images [b0, b0 + nbw) whose h*w positions are flattened to g = (b - b0)*h*w + q and
+// cut into npb blocks of V (a block may span images); Z is [nck][tp][ldz] over g.
+struct Wave {
+  int64_t b0, nbw, G, npb, ldz;
+};
+
+// Phase 1 for items [i0, i1) of a wave; item = (channel chunk ck, position block).
 template <class S, int NT, typename T>
-void phase1(const Ctx<T>& x, int64_t b0, int64_t i0, int64_t i1, int64_t nbw, T* zbuf) {
+void phase1(const Ctx<T>& x, const Wave& wv, int64_t i0, int64_t i1, T* zbuf) {
   using vec = typename S::vec;
   constexpr int V = S::V;
   const vec slope = S::set1(x.slope);
-  int64_t i = i0;
-  while (i < i1) {
-    const int64_t bw = i / (x.nck * x.npb), ck = (i / x.npb) % x.nck, blk0 = i % x.npb;
-    const int64_t blk1 = blk0 + std::min(i1 - i, x.npb - blk0);
-    i += blk1 - blk0;
-    const int64_t b = b0 + bw;
+  const int64_t fsc = x.fs.c, esc = x.es.c, HW = x.HW;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t ck = i / wv.npb, blk = i % wv.npb;
     const int64_t c0 = ck * x.cchunk, c1 = std::min(x.C, c0 + x.cchunk);
-    T* zrun = zbuf + ((ck * nbw + bw) * x.tp) * x.ldz;
-    const T* f = x.feat + b * x.fs.n;
-    const T* e = x.eh + b * x.es.n;
-    const int64_t fsc = x.fs.c, esc = x.es.c;
+    const int64_t g0 = blk * V;
+    const int n = static_cast<int>(std::min<int64_t>(V, wv.G - g0));  // valid lanes
+    const int64_t bw = g0 / HW, q0 = g0 - bw * HW;
+    const int n1 = static_cast<int>(std::min<int64_t>(n, HW - q0));  // lanes in the first image
+    const T* f = x.feat + (wv.b0 + bw) * x.fs.n;
+    const T* e = x.eh + (wv.b0 + bw) * x.es.n;
+    T* z = zbuf + ck * x.tp * wv.ldz + g0;
 
-    if (x.amode == AMode::kUnitPositions) {
-      // One block at a time over all the chunk's channels: 2*(c1 - c0) rows of F and Eh advance
-      // by one cache line per block; the software prefetch runs kPrefetchBlocks blocks ahead
-      // (the hardware prefetchers do not follow that many streams).
+    if (x.amode == AMode::kUnitPositions && (n1 == n || n - n1 <= HW)) {
+      // Unit-stride positions: A's vector of channel c is one (or, for a block that straddles two
+      // images, two masked) contiguous loads. Each block runs over all the chunk's channels, so
+      // 2*(c1 - c0) rows of F and Eh advance by one cache line per block: a software prefetch
+      // runs kPrefetchBlocks blocks ahead (the hardware prefetchers do not follow that many).
+      const T* fq = f + q0;
+      const T* eq = e + q0;
       for (int64_t g = 0; g < x.ngroups; ++g) {
         const T* w = x.w + g * x.C * NT;
-        for (int64_t blk = blk0; blk < blk1; ++blk) {
-          const int64_t q0 = blk * V;
-          const int n = static_cast<int>(std::min<int64_t>(V, x.HW - q0));
-          T* z = zrun + g * NT * x.ldz + q0;
-          const T* fq = f + q0;
-          const T* eq = e + q0;
-          if (n == V) {
-            block_gemm<S, NT>(
-                [&](int64_t c) {
-                  S::prefetch(fq + c * fsc + kPrefetchBlocks * V);
-                  S::prefetch(eq + c * esc + kPrefetchBlocks * V);
-                  return S::lrelu(S::add(S::loadu(fq + c * fsc), S::loadu(eq + c * esc)), slope);
-                },
-                c0, c1, w, z, x.ldz);
-          } else {
-            block_gemm<S, NT>(
-                [&](int64_t c) { return S::lrelu(S::add(S::loadn(fq + c * fsc, n), S::loadn(eq + c * esc, n)), slope); },
-                c0, c1, w, z, x.ldz);
-          }
+        T* zg = z + g * NT * wv.ldz;
+        if (n == V && n1 == V) {
+          block_gemm<S, NT>(
+              [&](int64_t c) {
+                S::prefetch(fq + c * fsc + kPrefetchBlocks * V);
+                S::prefetch(eq + c * esc + kPrefetchBlocks * V);
+                return S::lrelu(S::add(S::loadu(fq + c * fsc), S::loadu(eq + c * esc)), slope);
+              },
+              c0, c1, w, zg, wv.ldz);
+        } else if (n1 == n) {
+          block_gemm<S, NT>(
+              [&](int64_t c) { return S::lrelu(S::add(S::loadn(fq + c * fsc, n), S::loadn(eq + c * esc, n)), slope); },
+              c0, c1, w, zg, wv.ldz);
+        } else {
+          // Lanes [n1, n) are positions [0, n - n1) of the next image, read at lane - n1.
+          const T* f2 = f + x.fs.n;
+          const T* e2 = e + x.es.n;
+          block_gemm<S, NT>(
+              [&](int64_t c) {
+                const vec fv = S::load_lanes(S::loadn(fq + c * fsc, n1), f2 + c * fsc - n1, n1, n);
+                const vec ev = S::load_lanes(S::loadn(eq + c * esc, n1), e2 + c * esc - n1, n1, n);
+                return S::lrelu(S::add(fv, ev), slope);
+              },
+              c0, c1, w, zg, wv.ldz);
         }
       }
       continue;
     }
 
-    for (int64_t blk = blk0; blk < blk1; ++blk) {
-      const int64_t q0 = blk * V;
-      const int n = static_cast<int>(std::min<int64_t>(V, x.HW - q0));
-      // Per-lane element offsets and row pointers of the block's positions; lanes past the last
-      // position repeat position q0 (their Z columns are never read).
-      int64_t pf[V], pe[V];
-      const T* fl[V];
-      const T* el[V];
-      for (int l = 0; l < V; ++l) {
-        const int64_t q = q0 + (l < n ? l : 0), yy = q / x.W, xx = q % x.W;
-        pf[l] = yy * x.fs.h + xx * x.fs.w;
-        pe[l] = yy * x.es.h + xx * x.es.w;
-        fl[l] = f + pf[l];
-        el[l] = e + pe[l];
-      }
-      for (int64_t g = 0; g < x.ngroups; ++g) {
-        const T* w = x.w + g * x.C * NT;
-        T* z = zrun + g * NT * x.ldz + q0;
-        if (x.amode == AMode::kChannelsLast) {
-          block_gemm_packed<S, NT>(
-              [fl, el, slope](int64_t cc, int64_t m, T* buf) { pack_channels_last<S>(fl, el, cc, m, slope, buf); }, c0,
-              c1, w, z, x.ldz);
-        } else {
-          const T sl = x.slope;
-          block_gemm_packed<S, NT>(
-              [&pf, &pe, f, e, fsc, esc, sl](int64_t cc, int64_t m, T* buf) {
-                for (int64_t u = 0; u < m; ++u) {
-                  const T* fc = f + (cc + u) * fsc;
-                  const T* ec = e + (cc + u) * esc;
-                  T* bu = buf + u * V;
-                  for (int l = 0; l < V; ++l) bu[l] = lrelu_scalar<T>(fc[pf[l]] + ec[pe[l]], sl);
-                }
-              },
-              c0, c1, w, z, x.ldz);
-        }
+    // Packed A: per-lane row pointers (lanes past the last position repeat lane 0; their Z
+    // columns are never read).
+    const T* fl[V];
+    const T* el[V];
+    for (int l = 0; l < V; ++l) {
+      const int64_t gl = g0 + (l < n ? l : 0), bl = gl / HW, ql = gl - bl * HW, yy = ql / x.W, xx = ql % x.W;
+      fl[l] = x.feat + (wv.b0 + bl) * x.fs.n + yy * x.fs.h + xx * x.fs.w;
+      el[l] = x.eh + (wv.b0 + bl) * x.es.n + yy * x.es.h + xx * x.es.w;
+    }
+    for (int64_t g = 0; g < x.ngroups; ++g) {
+      const T* w = x.w + g * x.C * NT;
+      T* zg = z + g * NT * wv.ldz;
+      if (x.amode == AMode::kChannelsLast) {
+        block_gemm_packed<S, NT>(
+            [&fl, &el, slope](int64_t cc, int64_t m, T* buf) { pack_channels_last<S>(fl, el, cc, m, slope, buf); }, c0,
+            c1, w, zg, wv.ldz);
+      } else {
+        const T sl = x.slope;
+        block_gemm_packed<S, NT>(
+            [&fl, &el, fsc, esc, sl](int64_t cc, int64_t m, T* buf) {
+              for (int64_t u = 0; u < m; ++u) {
+                const int64_t fo = (cc + u) * fsc, eo = (cc + u) * esc;
+                for (int l = 0; l < V; ++l) buf[u * V + l] = lrelu_scalar<T>(fl[l][fo] + el[l][eo], sl);
+              }
+            },
+            c0, c1, w, zg, wv.ldz);
       }
     }
   }
@@ -445,16 +472,16 @@ void phase1(const Ctx<T>& x, int64_t b0, int64_t i0, int64_t i1, int64_t nbw, T*
 
 // Phase 2 for images [bw0, bw1) of the wave: reduce Z over channel chunks, shifted sum, softmax.
 template <typename T>
-void phase2(const Ctx<T>& x, int64_t b0, int64_t bw0, int64_t bw1, int64_t nbw, T* zbuf) {
+void phase2(const Ctx<T>& x, const Wave& wv, int64_t bw0, int64_t bw1, T* zbuf) {
   const int64_t H = x.H, W = x.W, HW = x.HW, r = x.K / 2;
   for (int64_t bw = bw0; bw < bw1; ++bw) {
-    T* __restrict__ z0 = zbuf + bw * x.tp * x.ldz;
+    T* __restrict__ z0 = zbuf + bw * HW;
     for (int64_t ck = 1; ck < x.nck; ++ck) {
-      const T* __restrict__ zk = zbuf + (ck * nbw + bw) * x.tp * x.ldz;
+      const T* __restrict__ zk = zbuf + ck * x.tp * wv.ldz + bw * HW;
       for (int64_t t = 0; t < x.taps; ++t)
-        for (int64_t q = 0; q < HW; ++q) z0[t * x.ldz + q] += zk[t * x.ldz + q];
+        for (int64_t q = 0; q < HW; ++q) z0[t * wv.ldz + q] += zk[t * wv.ldz + q];
     }
-    T* __restrict__ L = x.alpha + (b0 + bw) * HW;
+    T* __restrict__ L = x.alpha + (wv.b0 + bw) * HW;
     for (int64_t q = 0; q < HW; ++q) L[q] = x.bias;
     for (int64_t dy = 0; dy < x.K; ++dy) {
       const int64_t oy = dy - r;
@@ -462,7 +489,7 @@ void phase2(const Ctx<T>& x, int64_t b0, int64_t bw0, int64_t bw1, int64_t nbw, 
       for (int64_t dx = 0; dx < x.K; ++dx) {
         const int64_t ox = dx - r;
         const int64_t x0 = std::max<int64_t>(0, -ox), x1 = std::min<int64_t>(W, W - ox);
-        const T* __restrict__ zt = z0 + (dy * x.K + dx) * x.ldz;
+        const T* __restrict__ zt = z0 + (dy * x.K + dx) * wv.ldz;
         for (int64_t y = y0; y < y1; ++y) {
           T* __restrict__ Ly = L + y * W;
           const T* __restrict__ zy = zt + (y + oy) * W + ox;
@@ -483,46 +510,26 @@ void phase2(const Ctx<T>& x, int64_t b0, int64_t bw0, int64_t bw1, int64_t nbw, 
   }
 }
 
-// o[i] = f[i] * a[i] (vector alpha, NCHW-like rows) or f[i] * a0 (scalar, NHWC-like rows), i < n;
-// with Stream, 64-byte-aligned vectors of o are written with non-temporal stores (large outputs
-// that will not stay in cache anyway: no read-for-ownership of O's lines).
-template <class S, bool Stream, typename T>
-inline void scale_row(T* __restrict__ o, const T* __restrict__ f, const T* __restrict__ a, T a0, int64_t n) {
-  int64_t i = 0;
-  if (Stream) {
-    constexpr int V = S::V;
-    const int64_t head = static_cast<int64_t>(((64 - reinterpret_cast<std::uintptr_t>(o) % 64) % 64) / sizeof(T));
-    if (reinterpret_cast<std::uintptr_t>(o) % sizeof(T) == 0) {
-      for (; i < std::min(head, n); ++i) o[i] = f[i] * (a ? a[i] : a0);
-      if (a) {
-        for (; i + V <= n; i += V) S::stream(o + i, S::mul(S::loadu(f + i), S::loadu(a + i)));
-      } else {
-        const typename S::vec av = S::set1(a0);
-        for (; i + V <= n; i += V) S::stream(o + i, S::mul(S::loadu(f + i), av));
-      }
-    }
-  }
-  if (a) {
-    for (; i < n; ++i) o[i] = f[i] * a[i];
-  } else {
-    for (; i < n; ++i) o[i] = f[i] * a0;
-  }
-}
-
-template <class S, bool Stream, typename T>
-void output_blocks(const Ctx<T>& x, int64_t b, int64_t ck, int64_t q0, int64_t q1) {
+// O = F * alpha for image b, channel chunk ck, positions [q0, q1), walking O's unit stride.
+template <typename T>
+void output_positions(const Ctx<T>& x, int64_t b, int64_t ck, int64_t q0, int64_t q1) {
   const int64_t c0 = ck * x.cchunk, c1 = std::min(x.C, c0 + x.cchunk);
-  const T* al = x.alpha + b * x.HW;
+  const T* __restrict__ al = x.alpha + b * x.HW;
   const T* f = x.feat + b * x.fs.n;
   T* o = x.out + b * x.os.n;
   if (x.omode == OMode::kUnitPositions) {
-    for (int64_t c = c0; c < c1; ++c)
-      scale_row<S, Stream>(o + c * x.os.c + q0, f + c * x.fs.c + q0, al + q0, T(0), q1 - q0);
+    for (int64_t c = c0; c < c1; ++c) {
+      const T* __restrict__ fc = f + c * x.fs.c;
+      T* __restrict__ oc = o + c * x.os.c;
+      for (int64_t q = q0; q < q1; ++q) oc[q] = fc[q] * al[q];
+    }
   } else if (x.omode == OMode::kChannelsLast) {
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t yy = q / x.W, xx = q % x.W;
-      scale_row<S, Stream>(o + yy * x.os.h + xx * x.os.w + c0, f + yy * x.fs.h + xx * x.fs.w + c0,
-                           static_cast<const T*>(nullptr), al[q], c1 - c0);
+      const T* __restrict__ fq = f + yy * x.fs.h + xx * x.fs.w;
+      T* __restrict__ oq = o + yy * x.os.h + xx * x.os.w;
+      const T a = al[q];
+      for (int64_t c = c0; c < c1; ++c) oq[c] = fq[c] * a;
     }
   } else {
     for (int64_t q = q0; q < q1; ++q) {
@@ -535,72 +542,84 @@ void output_blocks(const Ctx<T>& x, int64_t b, int64_t ck, int64_t q0, int64_t q
   }
 }
 
-// Phase 3 for items [i0, i1): O = F * alpha over each item's positions and channels, a run of
-// consecutive blocks of the same (image, channel chunk) at a time.
-template <class S, bool Stream, typename T>
-void phase3(const Ctx<T>& x, int64_t b0, int64_t i0, int64_t i1) {
-  constexpr int V = S::V;
+// Phase 3 for items [i0, i1): O = F * alpha over the items' positions and channels, a run of
+// consecutive blocks of one channel chunk at a time, cut at image boundaries.
+template <typename T>
+void phase3(const Ctx<T>& x, const Wave& wv, int64_t i0, int64_t i1, int V) {
   int64_t i = i0;
   while (i < i1) {
-    const int64_t bw = i / (x.nck * x.npb), ck = (i / x.npb) % x.nck, blk = i % x.npb;
-    const int64_t run = std::min(i1 - i, x.npb - blk);
-    output_blocks<S, Stream>(x, b0 + bw, ck, blk * V, std::min(x.HW, (blk + run) * V));
+    const int64_t ck = i / wv.npb, blk = i % wv.npb;
+    const int64_t run = std::min(i1 - i, wv.npb - blk);
+    const int64_t g1 = std::min(wv.G, (blk + run) * V);
+    for (int64_t g = blk * V; g < g1;) {
+      const int64_t bw = g / x.HW, q0 = g - bw * x.HW, q1 = std::min(x.HW, q0 + (g1 - g));
+      output_positions(x, wv.b0 + bw, ck, q0, q1);
+      g += q1 - q0;
+    }
     i += run;
   }
-  if (Stream) S::store_fence();
 }
 
 template <class S, typename T>
-void run_waves(Ctx<T>& x, const Host& host, bool force_stream) {
+void run_waves(Ctx<T>& x, const T* weight, const Host& host) {
   constexpr int V = S::V;
-  x.npb = (x.HW + V - 1) / V;
-  x.ldz = x.npb * V;
+  constexpr int G = S::kMaxTaps;
+  // Tap groups: k*k = 1 or 9 or 25 (<= G) is one group and W is used as given; otherwise W is
+  // packed into groups of G taps, the last one padded with zeros.
+  std::unique_ptr<T[]> wpacked;
+  if (x.taps <= G && (x.taps == 1 || x.taps == 9 || x.taps == G)) {
+    x.ngroups = 1;
+    x.nt = x.taps;
+    x.w = weight;
+  } else {
+    x.ngroups = (x.taps + G - 1) / G;
+    x.nt = G;
+    wpacked.reset(new T[x.ngroups * std::max<int64_t>(1, x.C) * G]());
+    for (int64_t g = 0; g < x.ngroups; ++g)
+      for (int64_t c = 0; c < x.C; ++c)
+        for (int64_t t = 0; t < G && g * G + t < x.taps; ++t)
+          wpacked[(g * x.C + c) * G + t] = weight[c * x.taps + g * G + t];
+    x.w = wpacked.get();
+  }
+  x.tp = x.ngroups * x.nt;
 
   // Wave size: F + Eh of a wave (and its Z) within kWaveBytes, at least one image.
-  const int64_t img_bytes = (2 * x.C * x.HW + x.tp * x.ldz) * static_cast<int64_t>(sizeof(T));
+  const int64_t img_bytes = (2 * x.C + x.tp) * x.HW * static_cast<int64_t>(sizeof(T));
   const int64_t nbw_max = std::max<int64_t>(1, std::min<int64_t>(x.B, kWaveBytes / std::max<int64_t>(1, img_bytes)));
+  const int64_t npb_max = (nbw_max * x.HW + V - 1) / V;
   // Channel chunks: only when a wave has too few position blocks to spread over the threads.
   int64_t nck = 1;
-  if (nbw_max * x.npb < kMinItems) {
-    nck = std::min((kMinItems + nbw_max * x.npb - 1) / (nbw_max * x.npb), std::max<int64_t>(1, x.C / kMinChunk));
-  }
+  if (npb_max < kMinItems) nck = std::min((kMinItems + npb_max - 1) / npb_max, std::max<int64_t>(1, x.C / kMinChunk));
   x.cchunk = std::max<int64_t>(1, (x.C + nck - 1) / nck);
   if (nck > 1) x.cchunk = (x.cchunk + V - 1) / V * V;
   x.nck = std::max<int64_t>(1, (x.C + x.cchunk - 1) / x.cchunk);
 
   const int64_t item_cycles = x.cchunk * x.ngroups * (x.nt + 4) + x.tp * 2 + 16;
   const int64_t grain = std::max<int64_t>(1, kGrainCycles / item_cycles);
+  const int64_t p2_grain = std::max<int64_t>(1, kGrainCycles / (x.HW * (x.taps * (x.nck + 1) + 20) / 4 + 1));
 
-  const int64_t zsize = x.nck * nbw_max * x.tp * x.ldz;
+  const int64_t zsize = x.nck * x.tp * npb_max * V;
   std::unique_ptr<T[]> zmem(new T[zsize + 64 / sizeof(T)]);
   T* zbuf = zmem.get();
-  {
-    const auto addr = reinterpret_cast<std::uintptr_t>(zbuf);
-    zbuf += ((64 - addr % 64) % 64) / sizeof(T);
-  }
-
-  // Outputs much larger than the L3 are written with non-temporal stores.
-  const bool stream =
-      S::kCanStream && (force_stream || x.B * x.C * x.HW * static_cast<int64_t>(sizeof(T)) > kStreamBytes);
+  zbuf += ((64 - reinterpret_cast<std::uintptr_t>(zbuf) % 64) % 64) / sizeof(T);
 
   for (int64_t b0 = 0; b0 < x.B; b0 += nbw_max) {
-    const int64_t nbw = std::min(nbw_max, x.B - b0);
-    const int64_t items = nbw * x.nck * x.npb;
+    Wave wv;
+    wv.b0 = b0;
+    wv.nbw = std::min(nbw_max, x.B - b0);
+    wv.G = wv.nbw * x.HW;
+    wv.npb = (wv.G + V - 1) / V;
+    wv.ldz = wv.npb * V;
+    const int64_t items = x.nck * wv.npb;
     host.parallel_for(items, grain, [&](int64_t i0, int64_t i1) {
       switch (x.nt) {
-        case 1: phase1<S, 1>(x, b0, i0, i1, nbw, zbuf); break;
-        case 9: phase1<S, 9>(x, b0, i0, i1, nbw, zbuf); break;
-        default: phase1<S, kGroupTaps>(x, b0, i0, i1, nbw, zbuf); break;
+        case 1: phase1<S, 1>(x, wv, i0, i1, zbuf); break;
+        case 9: phase1<S, 9>(x, wv, i0, i1, zbuf); break;
+        default: phase1<S, G>(x, wv, i0, i1, zbuf); break;
       }
     });
-    const int64_t p2_grain = std::max<int64_t>(1, kGrainCycles / (x.HW * (x.taps + 20) / 4 + 1));
-    host.parallel_for(nbw, p2_grain, [&](int64_t bw0, int64_t bw1) { phase2(x, b0, bw0, bw1, nbw, zbuf); });
-    host.parallel_for(items, grain, [&](int64_t i0, int64_t i1) {
-      if (stream)
-        phase3<S, true>(x, b0, i0, i1);
-      else
-        phase3<S, false>(x, b0, i0, i1);
-    });
+    host.parallel_for(wv.nbw, p2_grain, [&](int64_t bw0, int64_t bw1) { phase2(x, wv, bw0, bw1, zbuf); });
+    host.parallel_for(items, grain, [&](int64_t i0, int64_t i1) { phase3(x, wv, i0, i1, V); });
   }
 }
 
@@ -637,25 +656,6 @@ void attention_forward_path(const AttentionShape& shape, const T* feat, Strides4
   x.os = out_strides;
   x.alpha = alpha;
 
-  // Tap groups: k = 1, 3, 5 use one group of exactly k*k taps and W as given; larger k packs W
-  // into groups of 25 taps, the last one padded with zeros.
-  std::unique_ptr<T[]> wpacked;
-  if (x.taps <= kGroupTaps) {
-    x.ngroups = 1;
-    x.nt = x.taps;
-    x.w = weight;
-  } else {
-    x.ngroups = (x.taps + kGroupTaps - 1) / kGroupTaps;
-    x.nt = kGroupTaps;
-    wpacked.reset(new T[x.ngroups * std::max<int64_t>(1, x.C) * kGroupTaps]());
-    for (int64_t g = 0; g < x.ngroups; ++g)
-      for (int64_t c = 0; c < x.C; ++c)
-        for (int64_t t = 0; t < kGroupTaps && g * kGroupTaps + t < x.taps; ++t)
-          wpacked[(g * x.C + c) * kGroupTaps + t] = weight[c * x.taps + g * kGroupTaps + t];
-    x.w = wpacked.get();
-  }
-  x.tp = x.ngroups * x.nt;
-
   const bool generic = (flags & kForceGeneric) != 0;
   if (!generic && unit_positions(x.fs, x.H, x.W) && unit_positions(x.es, x.H, x.W))
     x.amode = AMode::kUnitPositions;
@@ -672,11 +672,11 @@ void attention_forward_path(const AttentionShape& shape, const T* feat, Strides4
 
 #ifdef __AVX512F__
   if ((flags & kForcePortable) == 0) {
-    run_waves<NativeOps<T>>(x, host, (flags & kForceStream) != 0);
+    run_waves<NativeOps<T>>(x, weight, host);
     return;
   }
 #endif
-  run_waves<PortableOps<T>>(x, host, false);
+  run_waves<PortableOps<T>>(x, weight, host);
 }
 
 template void attention_forward_path<float>(const AttentionShape&, const float*, Strides4, const float*, Strides4,
