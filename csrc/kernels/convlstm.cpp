@@ -5,64 +5,75 @@
 // Cin = D + hid, gate order i, f, g, o. Outputs h', c' [B,hid,H,W] through their strides.
 //
 // Algorithm. Each branch is a 'same' convolution of xh = [x, h] computed exactly (up to
-// rounding) with Winograd minimal filtering F(m x m, k x k): alpha = m + k - 1 points per axis,
+// rounding) by Winograd minimal filtering F(m x m, k x k), alpha = m + k - 1 points per axis,
 //   Y = A^T [ (G w G^T) (.) (B^T d B) ] A     per m x m output tile and channel pair,
-// the sum over the Cin input channels being a GEMM per Winograd point (alpha^2 GEMMs):
-//   k = 3: F(2x2,3x3), alpha 4, points 0, +-1, inf             (16 products per 4 outputs)
-//   k = 5: F(4x4,5x5), alpha 8, points 0, +-1, +-2, +-1/2, inf (64 per 16, vs 36 per 4 for F(2x2))
-//   k = 7: F(2x2,7x7), alpha 8, same points                    (64 per 4)
-//   k = 1 and k >= 9: direct convolution as a GEMM over k*k shifted views of the packed input.
-// B^T rows are scaled to small integers (exact in float), G = diag(gamma) Vandermonde carries the
-// fractions and is applied to the weights in double once (ConvLSTMWeights), A^T is exact.
-// The alpha = 8 point set is the most accurate known for 8 points; F(4x4,5x5) has about the
-// same float error as F(2x2,7x7) (measured below) and 42% fewer products than F(2x2,5x5) here.
+// the sum over the Cin input channels being one GEMM per Winograd point (alpha^2 GEMMs):
+//   k = 3: F(2x2,3x3), alpha 4, points 0, +-1, inf              16 products per 4 outputs
+//   k = 5: F(4x4,5x5), alpha 8, points 0, +-1, +-2, +-1/2, inf  64 per 16 (F(2x2,5x5): 36 per 4)
+//   k = 7: F(2x2,7x7), alpha 8, the same points                 64 per 4
+//   k = 1 and k >= 9: direct convolution, the same GEMM over k*k shifted views of the input.
+// B^T rows are scaled to small integers (exact in float); G = diag(gamma) x Vandermonde carries
+// the fractions and is applied to the weights in double, once (ConvLSTMWeights); A^T is exact.
+// 8 points is the most that keeps fp32 within the tolerance: F(2x2,7x7) and F(4x4,5x5) have
+// about the same error (~3x a direct convolution's), 9 or 10 points (F(3x3,7x7), F(4x4,7x7))
+// were ~20x worse in a simulation. F(4x4,3x3) would be 2% faster here but 15x less accurate.
 //
-// Data flow of one call (one "chunk" = whole images, or bands of 4-row multiples of one large
-// image, sized so that the Winograd scratch stays in the last-level cache):
-//  A. pack xh once into P [B][Hp][Wp][Cp] (channels innermost, Cp = Cin rounded up to one
-//     64-byte vector, zero border of max k/2 plus the partial last tile);
-//  B. first stage of the input transform, shared by all tiles of a tile row (they overlap):
-//     T1[tile row][i][x][Cp] = sum_a B^T[i][a] P[m*ty + a][x];
-//  C. GEMM tasks (branch, first-stage row i, <= 64 tiles): second stage V[t][l] = B^T T1 for the
-//     row's alpha points, then M[t][(i,l)] = V[t][(i,l)][:] @ U[(i,l)] for l < alpha (our own
-//     register-blocked micro-kernel: 4 tiles x 96 columns = 24 zmm accumulators; the K = Cin sum
-//     is accumulated in blocks of <= 64 channels added in memory, which halves the float rounding
-//     of the long sums), then the output transform along l: Z[t][i][px] = sum_l M[t][(i,l)] A[l][px].
-//     M and V never leave the task's L2-resident scratch. Direct branches: same micro-kernel,
-//     rows = pixels, k*k segments;
-//  D. epilogue per (branch, tile row): output transform along i, + bias, LSTM update
-//     c' = sig(f) c + sig(i) tanh(g), h' = sig(o) tanh(c') on 8 hidden channels at a time; the
-//     four gate columns of hidden channel j are packed side by side (column (j/8)*32 + gate*8 +
-//     j%8), so no gate tensor is ever written.
-// Work split: every phase is one host.parallel_for whose bodies take tasks from an atomic
-// counter (largest first), so any thread count and a busy machine stay balanced. Scratch is
-// cached per thread (no page faults per call). host.gemm is not used: MKL through at::bmm ran
-// these small batched shapes at 17-170 GFLOP/s, our kernel reaches ~93 GFLOP/s per core (~96%
-// of the FMA peak) and reads A through row pointers (no im2col for the direct branches).
+// Layouts. P [B][Hp][Wp][Cp]: xh packed once, channels innermost (Cp = Cin rounded up to one
+// 64-byte vector), zero border of max k/2 plus the partial last tile. U [(i,l)][Cin][ncol]: the
+// transformed weights; the four gate columns of hidden channel j sit side by side, column
+// (j/8)*32 + gate*8 + j%8 (ncol = 96 for n = 24), so the LSTM update reads i, f, g, o of 8
+// channels as four 8-lane vectors. Z [tile][i][px][ncol]: Winograd products transformed along one
+// axis. No gate tensor [B,4*hid,H,W] is ever written.
+//
+// One call: (A) pack P; then per chunk (whole images, or bands of rows of one large image, sized
+// to keep the Winograd scratch in the caches):
+//  (C) GEMM tasks = (branch, first-stage row i, <= 64 tiles): first stage of the input transform
+//      (row i of B^T down the rows of each tile row's patches, shared by the overlapping tiles),
+//      second stage (all l) per tile, the alpha GEMMs M[t][(i,l)] = V[t][(i,l)][:] @ U[(i,l)],
+//      then the output transform along l into Z; V and M stay in the task's L2-resident scratch.
+//      Direct branches: tasks of pixel rows. The GEMM micro-kernel (ours; host.gemm is not used:
+//      MKL through at::bmm ran these small batched shapes at 17-170 GFLOP/s, and A is read
+//      through row pointers, so the direct branches need no im2col) keeps 8 rows x 3 zmm = 24
+//      accumulators, the 3 B vectors and a broadcast in registers and reaches ~110 GFLOP/s per
+//      core (the FMA peak; 4 x 6 blocking is load-bound at ~88). The K = Cin sum is accumulated
+//      in blocks of <= 64 channels added in memory, which halves the fp32 rounding of long sums.
+//      The next point's U is prefetched during each GEMM (U streams from memory, 12.5 MB).
+//  (D) per (branch, tile row): output transform along i, + bias, c' = sig(f) c + sig(i) tanh(g),
+//      h' = sig(o) tanh(c') on 8 channels at a time, c read and h', c' written through their
+//      strides (AVX-512 gathers / scatters).
+// Work split: each phase is one host.parallel_for whose bodies take tasks, largest first, from
+// an atomic counter: any thread count, and a machine shared with other work, stay balanced.
+// Scratch is cached per thread, so calls do not page-fault.
 //
 // Cost at the real shape (D=128, hid=96, 14x14, kernels 1,3,5,7), per image:
-//   direct convolution 2*196*96*224*(1+9+25+49) = 708 MFLOP;
-//   here GEMM 2*96*224*(196 + 49*16 + 16*64 + 49*64) = 221 MFLOP (the 4x4 tiles of k=5 cover
-//   16x16 for 14x14), + ~8 MFLOP transforms, ~2 MFLOP LSTM.
-//   Minimum bytes: x, h, c in and h', c' out, 400 KB per image, plus the transformed weights
-//   224*96*(1+16+64+64)*4 B = 12.5 MB read once per chunk (L3-resident between calls).
-//   Floor on this machine (2 Zen 4 cores, ~195 GFLOP/s fp32 FMA peak): compute bound,
-//   221 MFLOP / 195 GFLOP/s = 1.13 ms per image; the weights add ~0.1 ms when read from L3.
-// Float accuracy (csrc/tests/test_convlstm.cpp, double naive loop, inputs in [-1,1]): max abs
-// error on h', c' ~3e-6 for k=5 and 7 with PyTorch's default init, ~5e-5 with 10x larger weights
-// (the error scales with the pre-activations; F(m, k) with 8 points amplifies the fp32 rounding
-// of the K sums ~3x over a direct convolution). double: ~1e-13.
+//   direct convolution 2*196*96*224*(1+9+25+49) = 708 MFLOP; here the GEMMs are
+//   2*96*224*(196 + 49*16 + 16*64 + 49*64) = 221 MFLOP (the 4x4 tiles of k=5 cover 16x16), plus
+//   ~8 MFLOP of transforms and ~2 MFLOP of LSTM update.
+//   Minimum bytes: x, h, c in and h', c' out, 400 KB per image, and the transformed weights,
+//   224*96*(1+16+64+64)*4 B = 12.5 MB, once per chunk (once per call at batch 1).
+//   Floor on this machine (2 Zen 4 cores, ~110 GFLOP/s fp32 FMA each): 221 MFLOP / 220 GFLOP/s
+//   = 1.0 ms per image compute; the weights take 0.45 ms at the measured 28 GB/s when they come
+//   from DRAM (overlapped by the prefetch), ~0.1 ms from L3.
+// Float accuracy (csrc/tests/test_convlstm.cpp against a double naive loop, inputs in [-1,1]):
+// max abs error on h', c' ~3e-6 for k = 5, 7 and 2e-7 for k = 1, 3 at PyTorch's default init,
+// ~10x that with 10x larger weights (the error scales with the pre-activations). double: ~1e-13.
 
 #include "convlstm.h"
+
+// Internal helpers pass vectors by value; their ABI does not matter (internal linkage).
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -130,7 +141,9 @@ inline Vz<double> fmadd(Vz<double> a, Vz<double> b, Vz<double> c) {
 #endif
 }
 
-inline void prefetch_l2(const char* p) { __builtin_prefetch(p, 0, 2); }
+// prefetchnta measured best on Zen 4 for the next U (92 vs 73 GFLOP/s when U streams from DRAM;
+// t0/t1 hints thrash L1).
+inline void prefetch_next(const char* p) { __builtin_prefetch(p, 0, 0); }
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -160,17 +173,17 @@ struct AlignedBuffer {
   }
 };
 
-// Of the calling thread: packed input, first-stage transforms, Z, direct-branch outputs.
+// Of the calling thread: packed input, Z, direct-branch outputs.
 struct Scratch {
-  AlignedBuffer packed, stage1, z, direct;
+  AlignedBuffer packed, z, direct;
 };
 Scratch& caller_scratch() {
   static thread_local Scratch s;
   return s;
 }
-// Of the thread executing a task: V and M of one GEMM task, epilogue rows.
+// Of the thread executing a task: first stage, V and M of one GEMM task, epilogue rows.
 struct WorkerScratch {
-  AlignedBuffer v, m, e;
+  AlignedBuffer s, v, m, e;
 };
 WorkerScratch& worker_scratch() {
   static thread_local WorkerScratch s;
@@ -207,7 +220,7 @@ const PointSet& point_set(int alpha) { return alpha == 4 ? kPoints4 : alpha == 6
 // Output tile size m per kernel size (0: direct convolution).
 int tile_size(int64_t k) {
   switch (k) {
-    case 3: return 2;  // F(2x2,3x3)
+    case 3: return 2;  // F(2x2,3x3) (F(4x4,3x3) is 2% faster here but 15x less accurate)
     case 5: return 4;  // F(4x4,5x5)
     case 7: return 2;  // F(2x2,7x7)
     default: return 0;
@@ -311,17 +324,55 @@ inline void out1d(const T* m, int64_t ms, V* y) {
   }
 }
 
-// First stage of the 2-D input transform of one tile row (shared by its overlapping tiles):
-// T1[i][x] = sum_a B^T[i][a] P[row0 + a][x] for x < ncols and one channel vector.
-// p: P at (row0, first column, c0); t1: T1 at (i = 0, x = 0, c0), point stride t1_is.
-template <typename T, int A>
-inline void column_transform(const T* p, int64_t rs, int64_t cs, int64_t ncols, T* t1, int64_t t1_is) {
+// B^T as integer tables, for the first stage of the input transform, which computes one row of
+// B^T at a time (a GEMM task needs only its own first-stage row i).
+template <int A>
+struct BTable;
+template <>
+struct BTable<4> {
+  static constexpr int v[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, -1, 0, 1}};
+};
+template <>
+struct BTable<6> {
+  static constexpr int v[6][6] = {{1, 0, -5, 0, 4, 0},  {0, -1, -1, 4, 4, 0}, {0, 1, -1, -4, 4, 0},
+                                  {0, 1, 2, -1, -2, 0}, {0, -1, 2, 1, -2, 0}, {0, 1, 0, -5, 0, 4}};
+};
+template <>
+struct BTable<8> {
+  static constexpr int v[8][8] = {{4, 0, -21, 0, 21, 0, -4, 0},  {0, -4, -4, 17, 17, -4, -4, 0},
+                                  {0, 4, -4, -17, 17, 4, -4, 0},  {0, 2, 1, -10, -5, 8, 4, 0},
+                                  {0, -2, 1, 10, -5, -8, 4, 0},   {0, 4, 8, -5, -10, 1, 2, 0},
+                                  {0, -4, 8, 5, -10, -1, 2, 0},   {0, -4, 0, 21, 0, -21, 0, 4}};
+};
+
+// First stage, row I of B^T, over n contiguous values: t1[j] = sum_a B^T[I][a] p[a*rs + j]
+// (p: the patch rows of one tile row, all columns and channels; n a multiple of one vector).
+// Meanwhile prefetches pf_lines cache lines from pf, one per vector.
+template <typename T, int A, int I>
+void first_stage_row(const T* p, int64_t rs, int64_t n, T* t1, const char* pf, int64_t pf_lines) {
   using V = Vz<T>;
-  for (int64_t x = 0; x < ncols; ++x) {
-    V d[A], o[A];
-    for (int a = 0; a < A; ++a) d[a] = loadv<V>(p + a * rs + x * cs);
-    In1d<A, V>::run(d, o);
-    for (int i = 0; i < A; ++i) storev(t1 + i * t1_is + x * cs, o[i]);
+  for (int64_t j = 0, line = 0; j < n; j += kLanes<T>, ++line) {
+    if (line < pf_lines) prefetch_next(pf + line * 64);
+    V acc = V{};
+    bool first = true;
+#pragma GCC unroll 8
+    for (int a = 0; a < A; ++a) {
+      constexpr const int(&row)[A] = BTable<A>::v[I];
+      if (row[a] == 0) continue;
+      const V term = loadv<V>(p + a * rs + j) * T(row[a]);
+      acc = first ? term : acc + term;
+      first = false;
+    }
+    storev(t1 + j, acc);
+  }
+}
+template <typename T, int A, int I = 0>
+void first_stage(int64_t i, const T* p, int64_t rs, int64_t n, T* t1, const char* pf, int64_t pf_lines) {
+  if constexpr (I < A) {
+    if (i == I)
+      first_stage_row<T, A, I>(p, rs, n, t1, pf, pf_lines);
+    else
+      first_stage<T, A, I + 1>(i, p, rs, n, t1, pf, pf_lines);
   }
 }
 
@@ -386,16 +437,87 @@ inline V8<double> tanh8(V8<double> x) {
   return x;
 }
 
-// gate: pre-activations of gates i, f, g, o at gate + 0, 8, 16, 24, bias likewise; c: c in, c'
-// out; h: h' out.
+// gate: pre-activations of gates i, f, g, o at gate + 0, 8, 16, 24, bias likewise.
 template <typename T>
-inline void lstm8(const T* gate, const T* bias, T* c, T* h) {
+inline void lstm8(const T* gate, const T* bias, const V8<T>& c, V8<T>& c_new, V8<T>& h_new) {
   using V = V8<T>;
   const V gi = loadv<V>(gate) + loadv<V>(bias), gf = loadv<V>(gate + 8) + loadv<V>(bias + 8);
   const V gg = loadv<V>(gate + 16) + loadv<V>(bias + 16), go = loadv<V>(gate + 24) + loadv<V>(bias + 24);
-  const V c_new = sigmoid8(gf) * loadv<V>(c) + sigmoid8(gi) * tanh8(gg);
-  storev(c, c_new);
-  storev(h, sigmoid8(go) * tanh8(c_new));
+  c_new = sigmoid8(gf) * c + sigmoid8(gi) * tanh8(gg);
+  h_new = sigmoid8(go) * tanh8(c_new);
+}
+
+// n <= 8 values p[l*stride] (strided tensor channels) to/from the first lanes of a vector;
+// AVX-512 gathers/scatters (masked loads/stores for stride 1), plain loops otherwise.
+inline bool int32_span(int64_t stride, int lanes) { return std::abs(stride) * lanes < (int64_t(1) << 30); }
+
+template <typename T>
+inline V8<T> gather8(const T* p, int64_t stride, int n) {
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  const __mmask8 k = __mmask8((1u << n) - 1);
+  if (stride == 1) {
+    if constexpr (sizeof(T) == 4) return _mm256_maskz_loadu_ps(k, p);
+    else return _mm512_maskz_loadu_pd(k, p);
+  }
+  if (int32_span(stride, 8)) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(int(stride)));
+    if constexpr (sizeof(T) == 4) return _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), k, idx, p, 4);
+    else return _mm512_mask_i32gather_pd(_mm512_setzero_pd(), k, idx, p, 8);
+  }
+#endif
+  V8<T> v = {};
+  for (int l = 0; l < n; ++l) v[l] = p[l * stride];
+  return v;
+}
+
+template <typename T>
+inline void scatter8(T* p, int64_t stride, int n, const V8<T>& v) {
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  const __mmask8 k = __mmask8((1u << n) - 1);
+  if (stride == 1) {
+    if constexpr (sizeof(T) == 4) _mm256_mask_storeu_ps(p, k, v);
+    else _mm512_mask_storeu_pd(p, k, v);
+    return;
+  }
+  if (int32_span(stride, 8)) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(int(stride)));
+    if constexpr (sizeof(T) == 4) _mm256_mask_i32scatter_ps(p, k, idx, v, 4);
+    else _mm512_mask_i32scatter_pd(p, k, idx, v, 8);
+    return;
+  }
+#endif
+  for (int l = 0; l < n; ++l) p[l * stride] = v[l];
+}
+
+// One packed pixel: dst[c] = c < D ? x[c*sx] : c < cin ? h[(c - D)*sh] : 0 for c < cp.
+template <typename T>
+inline void pack_pixel(const T* x, int64_t sx, int64_t D, const T* h, int64_t sh, int64_t cin, int64_t cp, T* dst) {
+#if defined(__AVX512F__)
+  if (int32_span(sx, 2 * kLanes<T>) && int32_span(sh, 2 * kLanes<T>)) {
+    constexpr int L = kLanes<T>;
+    for (int64_t c0 = 0; c0 < cp; c0 += L) {
+      // lanes c0 + l < D from x, D <= c0 + l < cin from h (indices relative to x and h)
+      const int64_t nx = std::clamp<int64_t>(D - c0, 0, L), nh = std::clamp<int64_t>(cin - c0, 0, L) - nx;
+      if constexpr (sizeof(T) == 4) {
+        const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const __mmask16 kx = __mmask16((1u << nx) - 1), kh = __mmask16(((1u << (nx + nh)) - 1) & ~unsigned(kx));
+        __m512 v = _mm512_setzero_ps();
+        if (kx) v = _mm512_mask_i32gather_ps(v, kx, _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(int(c0))), _mm512_set1_epi32(int(sx))), x, 4);
+        if (kh) v = _mm512_mask_i32gather_ps(v, kh, _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(int(c0 - D))), _mm512_set1_epi32(int(sh))), h, 4);
+        _mm512_storeu_ps(dst + c0, v);
+      } else {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __mmask8 kx = __mmask8((1u << nx) - 1), kh = __mmask8(((1u << (nx + nh)) - 1) & ~unsigned(kx));
+        __m512d v = _mm512_setzero_pd();
+        if (kx) v = _mm512_mask_i32gather_pd(v, kx, _mm256_mullo_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(int(c0))), _mm256_set1_epi32(int(sx))), x, 8);
+        if (kh) v = _mm512_mask_i32gather_pd(v, kh, _mm256_mullo_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(int(c0 - D))), _mm256_set1_epi32(int(sh))), h, 8);
+        _mm512_storeu_pd(dst + c0, v);
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t c = 0; c < cp; ++c) dst[c] = c < D ? x[c * sx] : c < cin ? h[(c - D) * sh] : T(0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -421,24 +543,24 @@ void ukernel(const T* const* a, const int64_t* seg_off, int nseg, int64_t K, int
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[r][v] = V{};
-      auto step = [&](int64_t k) __attribute__((always_inline)) {
-        const T* bk = bs + k * ldb;
-        V bv[NV];
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) bv[v] = loadv<V>(bk + v * L);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const V av = splat_z(ar[r][k]);
-#pragma GCC unroll 8
-          for (int v = 0; v < NV; ++v) acc[r][v] = fmadd(av, bv[v], acc[r][v]);
-        }
-      };
+      // The k loop, once with the prefetch of one line per step and once without.
+#define JSLA_UKERNEL_STEP                                                                  \
+  {                                                                                        \
+    const T* bk = bs + k * ldb;                                                            \
+    V bv[NV];                                                                              \
+    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) bv[v] = loadv<V>(bk + v * L);    \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                                  \
+      const V av = splat_z(ar[r][k]);                                                      \
+      _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = fmadd(av, bv[v], acc[r][v]); \
+    }                                                                                      \
+  }
       const int64_t kp = std::min(k1, std::max(k0, pf_lines));
       for (int64_t k = k0; k < kp; ++k) {
-        prefetch_l2(pf + k * 64);
-        step(k);
+        prefetch_next(pf + k * 64);
+        JSLA_UKERNEL_STEP
       }
-      for (int64_t k = kp; k < k1; ++k) step(k);
+      for (int64_t k = kp; k < k1; ++k) JSLA_UKERNEL_STEP
+#undef JSLA_UKERNEL_STEP
       if (first) {
 #pragma GCC unroll 32
         for (int r = 0; r < R; ++r)
@@ -455,8 +577,12 @@ void ukernel(const T* const* a, const int64_t* seg_off, int nseg, int64_t K, int
   }
 }
 
-constexpr int kMaxRows = 4;  // R
-constexpr int kMaxVecs = 6;  // NV: 96 float columns
+// Register blocking: up to 8 rows x 3 vectors (48 float columns) = 24 zmm accumulators, with the
+// 3 B vectors and one broadcast in registers too. (4 x 6 runs load-bound on Zen 4: its B operands
+// are re-read from L1 for every FMA, 24 + 4 loads per 24 FMAs; 8 x 3 needs 3 + 8 and reaches the
+// FMA peak, ~110 vs ~88 GFLOP/s per core measured.)
+constexpr int kMaxRows = 8;  // R
+constexpr int kMaxVecs = 3;  // NV
 
 template <typename T>
 using UkernelFn = void (*)(const T* const*, const int64_t*, int, int64_t, int64_t, const T*, int64_t, int64_t,
@@ -467,10 +593,7 @@ UkernelFn<T> pick_nv(int nv) {
   switch (nv) {
     case 1: return ukernel<T, R, 1>;
     case 2: return ukernel<T, R, 2>;
-    case 3: return ukernel<T, R, 3>;
-    case 4: return ukernel<T, R, 4>;
-    case 5: return ukernel<T, R, 5>;
-    default: return ukernel<T, R, 6>;
+    default: return ukernel<T, R, 3>;
   }
 }
 template <typename T>
@@ -479,12 +602,18 @@ UkernelFn<T> pick_ukernel(int rows, int nv) {
     case 1: return pick_nv<T, 1>(nv);
     case 2: return pick_nv<T, 2>(nv);
     case 3: return pick_nv<T, 3>(nv);
-    default: return pick_nv<T, 4>(nv);
+    case 4: return pick_nv<T, 4>(nv);
+    case 5: return pick_nv<T, 5>(nv);
+    case 6: return pick_nv<T, 6>(nv);
+    case 7: return pick_nv<T, 7>(nv);
+    default: return pick_nv<T, 8>(nv);
   }
 }
 
-// Rows of the next micro-kernel call when `left` rows remain: 4s, ending 3 + 2 rather than 4 + 1.
-inline int next_rows(int64_t left) { return left == 5 ? 3 : int(std::min<int64_t>(kMaxRows, left)); }
+// n rows in ceil(n/8) blocks of nearly equal size (49 = 7 x 7, 16 = 2 x 8): block b is
+// [block_begin(n, b), block_begin(n, b + 1)).
+inline int64_t row_blocks(int64_t n) { return ceil_div(n, kMaxRows); }
+inline int64_t block_begin(int64_t n, int64_t b) { return b * n / row_blocks(n); }
 
 // C rows (pointers c[r], ncol columns) = A rows (pointers a[r]) x B, over all column panels;
 // meanwhile prefetches pf_lines cache lines from pf into L2 (at most K).
@@ -554,12 +683,19 @@ void pack_group(const T* w, const double* G, int64_t cin, int64_t n, int64_t gat
                 int64_t ncol) {
   const int64_t lanes = std::min<int64_t>(8, n - j0), col0 = packed_column(gate, j0);
   V8<double> g[K * K], t[A * K], u[A * A];
+  // The 8 channels' weights of a block of input channels, transposed to [c][s][lane] in double
+  // by scalar copies (contiguous reads), then read as vectors.
+  constexpr int64_t kCB = 8;
+  alignas(64) double gt[kCB * K * K * 8];
   for (int64_t c = 0; c < cin; ++c) {
-    for (int s = 0; s < K * K; ++s) g[s] = V8<double>{};
-    for (int64_t lane = 0; lane < lanes; ++lane) {
-      const T* src = w + ((gate * n + j0 + lane) * cin + c) * K * K;
-      for (int s = 0; s < K * K; ++s) g[s][lane] = double(src[s]);
+    if (c % kCB == 0) {
+      const int64_t nc = std::min(kCB, cin - c);
+      for (int64_t lane = 0; lane < 8; ++lane) {
+        const T* src = w + ((gate * n + j0 + std::min(lane, lanes - 1)) * cin + c) * K * K;
+        for (int64_t e = 0; e < nc * K * K; ++e) gt[e * 8 + lane] = lane < lanes ? double(src[e]) : 0.0;
+      }
     }
+    for (int s = 0; s < K * K; ++s) g[s] = loadv<V8<double>>(gt + ((c % kCB) * K * K + s) * 8);
     for (int b = 0; b < K; ++b) apply_g<K, A>(G, g + b, K, t + b, K);       // t[i][b] = sum_a G[i][a] g[a][b]
     for (int i = 0; i < A; ++i) apply_g<K, A>(G, t + i * K, 1, u + i * A, 1);  // u[i][l] = sum_b t[i][b] G[l][b]
     for (int xi = 0; xi < A * A; ++xi) store8<T>(dst + (xi * cin + c) * ncol + col0, u[xi]);
@@ -570,12 +706,42 @@ template <typename T>
 void pack_group_direct(const T* w, int64_t cin, int64_t n, int64_t k, int64_t gate, int64_t j0, T* dst,
                        int64_t ncol) {
   const int64_t lanes = std::min<int64_t>(8, n - j0), col0 = packed_column(gate, j0), kk = k * k;
-  for (int64_t lane = 0; lane < lanes; ++lane) {
-    const T* src = w + (gate * n + j0 + lane) * cin * kk;
+  for (int64_t lane = 0; lane < 8; ++lane) {  // lanes >= n - j0 are padding: zero
+    const T* src = w + (gate * n + j0 + std::min(lane, lanes - 1)) * cin * kk;
     for (int64_t c = 0; c < cin; ++c)
-      for (int64_t s = 0; s < kk; ++s) dst[(s * cin + c) * ncol + col0 + lane] = src[c * kk + s];
+      for (int64_t s = 0; s < kk; ++s) dst[(s * cin + c) * ncol + col0 + lane] = lane < lanes ? src[c * kk + s] : T(0);
   }
 }
+
+// Storage of destroyed weight objects, reused by the next ones: training repacks the weights at
+// every step, and a fresh 12 MB allocation would page-fault on every one of them. Never
+// destroyed (weights may be released during static destruction).
+class StoragePool {
+ public:
+  static StoragePool& instance() {
+    static StoragePool* pool = new StoragePool;
+    return *pool;
+  }
+  std::unique_ptr<AlignedBuffer> take(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it)
+      if ((*it)->bytes >= bytes && (best == free_.end() || (*it)->bytes < (*best)->bytes)) best = it;
+    if (best == free_.end()) return std::make_unique<AlignedBuffer>();
+    auto out = std::move(*best);
+    free_.erase(best);
+    return out;
+  }
+  void give(std::unique_ptr<AlignedBuffer> buffer) {
+    if (!buffer || !buffer->ptr) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.size() < 2) free_.push_back(std::move(buffer));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<AlignedBuffer>> free_;
+};
 
 }  // namespace
 
@@ -584,7 +750,8 @@ struct ConvLSTMWeights<T>::Impl {
   int64_t D = 0, hid = 0, cin = 0, cp = 0, pad = 0, max_tile = 1;
   std::vector<int64_t> kernel_sizes;
   std::vector<Branch<T>> branches;
-  AlignedBuffer storage;
+  std::unique_ptr<AlignedBuffer> storage;
+  ~Impl() { StoragePool::instance().give(std::move(storage)); }
 };
 
 template <typename T>
@@ -622,8 +789,8 @@ ConvLSTMWeights<T>::ConvLSTMWeights(int64_t input_channels, int64_t hidden_chann
     total += size_t(br.npts * im.cin * br.ncol + br.ncol);
     im.branches.push_back(br);
   }
-  T* mem = im.storage.template get<T>(total);
-  std::memset(mem, 0, total * sizeof(T));
+  im.storage = StoragePool::instance().take(total * sizeof(T));
+  T* mem = im.storage->template get<T>(total);  // every value is written below
   for (auto& br : im.branches) {
     br.w = mem;
     mem += br.npts * im.cin * br.ncol;
@@ -632,6 +799,7 @@ ConvLSTMWeights<T>::ConvLSTMWeights(int64_t input_channels, int64_t hidden_chann
   }
   for (int64_t b = 0; b < nb; ++b) {
     const Branch<T>& br = im.branches[size_t(b)];
+    std::fill(br.bias, br.bias + br.ncol, T(0));
     for (int64_t o = 0; o < 4 * n; ++o) br.bias[packed_column(o / n, o % n)] = biases[size_t(b)][o];
   }
   std::vector<std::vector<double>> gs;
@@ -686,38 +854,58 @@ struct ChunkGeometry {
   int64_t nrows = 0, npix = 0;       // direct: image rows per image, pixels in the chunk
 };
 
-// One Winograd GEMM task: second stage of row i for tiles [t0, t1), the alpha GEMMs of points
-// (i, l), and the output transform along l into Z[t][i][px][ncol].
+// What a GEMM task reads besides its branch.
+template <typename T>
+struct TaskInput {
+  const T* P;
+  int64_t Hp, Wp, pad, cp, cin, b0;
+};
+
+// One Winograd GEMM task for the first-stage row i and tiles [t0, t1) of the chunk: first stage
+// (row i of B^T down the patch rows) for the tile rows involved, second stage (all l) per tile,
+// the alpha GEMMs of points (i, l), and the output transform along l into Z[t][i][px][ncol].
 template <typename T, int M, int A>
-void winograd_task(const Branch<T>& br, int64_t cin, int64_t cp, const ChunkGeometry& cg, const T* t1buf, T* zbuf,
-                   int64_t i, int64_t t0, int64_t t1) {
-  const int64_t nt = t1 - t0, ncol = br.ncol;
+void winograd_task(const TaskInput<T>& in, const Branch<T>& br, const ChunkGeometry& cg, T* zbuf, int64_t i,
+                   int64_t t0, int64_t t1) {
+  const int64_t nt = t1 - t0, ncol = br.ncol, cp = in.cp, cin = in.cin;
+  const int64_t row_a = t0 / cg.tw, nrows = (t1 - 1) / cg.tw - row_a + 1;
   WorkerScratch& ws = worker_scratch();
+  T* s1 = ws.s.template get<T>(size_t(nrows * cg.wc * cp));
   T* vi = ws.v.template get<T>(size_t(nt * A * cp));
   T* mi = ws.m.template get<T>(size_t(nt * A * ncol));
+  // The first point's U is prefetched during the first stage, the next point's during each GEMM
+  // (U of one point is cin*ncol values, 86 KB at the real shape; all of U, 12.5 MB, is read from
+  // memory once per chunk).
+  const int64_t u_lines = ceil_div(cin * ncol * int64_t(sizeof(T)), 64), nblocks = row_blocks(nt);
+  const char* u0 = reinterpret_cast<const char*>(br.w + i * A * cin * ncol);
+  const int64_t pf_per_row = ceil_div(u_lines, nrows);
+  for (int64_t r = 0; r < nrows; ++r) {
+    const int64_t row = row_a + r, b = in.b0 + row / cg.ntr, ty = cg.ty0 + row % cg.ntr;
+    const T* p = in.P + ((b * in.Hp + M * ty + in.pad - br.k / 2) * in.Wp + in.pad - br.k / 2) * cp;
+    const int64_t first = r * pf_per_row;
+    first_stage<T, A>(i, p, in.Wp * cp, cg.wc * cp, s1 + r * cg.wc * cp, u0 + first * 64,
+                      std::max<int64_t>(0, std::min(pf_per_row, u_lines - first)));
+  }
   for (int64_t tl = 0; tl < nt; ++tl) {
-    const int64_t t = t0 + tl, row = t / cg.tw, tx = t % cg.tw;
-    row_transform<T, A>(t1buf + ((row * A + i) * cg.wc + M * tx) * cp, cp, vi + tl * A * cp);
+    const int64_t t = t0 + tl, r = t / cg.tw - row_a, tx = t % cg.tw;
+    row_transform<T, A>(s1 + (r * cg.wc + M * tx) * cp, cp, vi + tl * A * cp);
   }
   const int64_t seg0 = 0;
   const T* arow[kMaxRows];
   T* crow[kMaxRows];
-  // U of one point is cin*ncol values (86 KB at the real shape): its first row block would wait
-  // on memory, so the next point's U is prefetched into L2, spread over this point's row blocks.
-  const int64_t u_lines = ceil_div(cin * ncol * int64_t(sizeof(T)), 64), nblocks = ceil_div(nt, kMaxRows);
   const int64_t pf_per_block = ceil_div(u_lines, nblocks);
   for (int64_t l = 0; l < A; ++l) {
     const T* u = br.w + (i * A + l) * cin * ncol;
     const char* next = reinterpret_cast<const char*>(u + cin * ncol);
-    for (int64_t r0 = 0, blk = 0; r0 < nt; ++blk) {
-      const int rows = next_rows(nt - r0);
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      const int64_t r0 = block_begin(nt, blk);
+      const int rows = int(block_begin(nt, blk + 1) - r0);
       for (int r = 0; r < rows; ++r) {
         arow[r] = vi + ((r0 + r) * A + l) * cp;
         crow[r] = mi + ((r0 + r) * A + l) * ncol;
       }
       const int64_t first = blk * pf_per_block, count = l + 1 < A ? std::min(pf_per_block, u_lines - first) : 0;
       gemm_rows<T>(rows, arow, &seg0, 1, cin, u, ncol, 0, crow, next + first * 64, std::max<int64_t>(0, count));
-      r0 += rows;
     }
   }
   for (int64_t tl = 0; tl < nt; ++tl) {
@@ -769,7 +957,6 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
   if (B <= 0 || H <= 0 || W <= 0) return;
   const int64_t D = im.D, cin = im.cin, cp = im.cp, PAD = im.pad;
   const int64_t Hp = H + 2 * PAD + im.max_tile - 1, Wp = W + 2 * PAD + im.max_tile - 1;
-  constexpr int64_t L = kLanes<T>;
   const auto& branches = im.branches;
   const int64_t nbr = int64_t(branches.size());
 
@@ -795,16 +982,9 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
       std::memset(dst + (PAD + W) * cp, 0, sizeof(T) * size_t((Wp - PAD - W) * cp));
     }
     T* d0 = dst + PAD * cp;
-    if (cp > cin)
-      for (int64_t xx = 0; xx < W; ++xx) std::memset(d0 + xx * cp + cin, 0, sizeof(T) * size_t(cp - cin));
-    for (int64_t ch = 0; ch < cin; ++ch) {
-      const T* src = ch < D ? x + b * xs.n + ch * xs.c + y * xs.h : h + b * hs.n + (ch - D) * hs.c + y * hs.h;
-      const int64_t sw = ch < D ? xs.w : hs.w;
-      if (sw == 1)
-        for (int64_t xx = 0; xx < W; ++xx) d0[xx * cp + ch] = src[xx];
-      else
-        for (int64_t xx = 0; xx < W; ++xx) d0[xx * cp + ch] = src[xx * sw];
-    }
+    const T* xr = x + b * xs.n + y * xs.h;
+    const T* hr = h + b * hs.n + y * hs.h;
+    for (int64_t xx = 0; xx < W; ++xx) pack_pixel(xr + xx * xs.w, xs.c, D, hr + xx * hs.w, hs.c, cin, cp, d0 + xx * cp);
   });
   last_pack_key() = key;
 
@@ -835,14 +1015,12 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
     return g;
   };
   // Scratch offsets, sized for the largest chunk (the first).
-  std::vector<int64_t> t1_off(size_t(nbr), 0), z_off(size_t(nbr), 0), d_off(size_t(nbr), 0);
-  size_t t1_total = 0, z_total = 0, d_total = 0;
+  std::vector<int64_t> z_off(size_t(nbr), 0), d_off(size_t(nbr), 0);
+  size_t z_total = 0, d_total = 0;
   for (int64_t i = 0; i < nbr; ++i) {
     const auto& br = branches[size_t(i)];
     const ChunkGeometry g = geometry(br, {0, max_imgs, 0, max_rows});
     if (br.m) {
-      t1_off[size_t(i)] = int64_t(t1_total);
-      t1_total += size_t(max_imgs * g.ntr * br.alpha * g.wc * cp);
       z_off[size_t(i)] = int64_t(z_total);
       z_total += size_t(g.ntiles * br.alpha * br.m * br.ncol);
     } else {
@@ -850,7 +1028,6 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
       d_total += size_t(g.npix * br.ncol);
     }
   }
-  T* T1buf = scratch.stage1.template get<T>(t1_total);
   T* Zbuf = scratch.z.template get<T>(z_total);
   T* Dbuf = scratch.direct.template get<T>(d_total);
 
@@ -872,7 +1049,6 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
   };
   std::vector<Item> items;
   std::vector<ChunkGeometry> geo(static_cast<size_t>(nbr));
-  const int64_t ncv = cp / L;
   auto sort_items = [&] {
     std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
   };
@@ -880,30 +1056,6 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
   for (const Chunk& chunk : chunks) {
     const int64_t nimg = chunk.b1 - chunk.b0;
     for (int64_t i = 0; i < nbr; ++i) geo[size_t(i)] = geometry(branches[size_t(i)], chunk);
-
-    // ---- B: first-stage input transforms, items (branch, tile row, block of 4 channel vectors).
-    items.clear();
-    for (int64_t i = 0; i < nbr; ++i) {
-      const auto& br = branches[size_t(i)];
-      const ChunkGeometry& g = geo[size_t(i)];
-      if (!br.m) continue;
-      for (int64_t row = 0; row < nimg * g.ntr; ++row)
-        for (int64_t v = 0; v < ncv; v += 4)
-          items.push_back({br.alpha * g.wc * std::min<int64_t>(4, ncv - v), int32_t(i), 0, row, 0, v,
-                           std::min(ncv, v + 4)});
-    }
-    sort_items();
-    run_tasks(host, int64_t(items.size()), [&](int64_t it) {
-      const Item& item = items[size_t(it)];
-      const auto& br = branches[size_t(item.branch)];
-      const ChunkGeometry& g = geo[size_t(item.branch)];
-      const int64_t b = chunk.b0 + item.begin / g.ntr, ty = g.ty0 + item.begin % g.ntr;
-      const T* p = P + ((b * Hp + br.m * ty + PAD - br.k / 2) * Wp + PAD - br.k / 2) * cp;
-      T* t1 = T1buf + t1_off[size_t(item.branch)] + item.begin * br.alpha * g.wc * cp;
-      for (int64_t v = item.v0; v < item.v1; ++v) {
-        JSLA_WINO_DISPATCH(br, (column_transform<T, A>(p + v * L, Wp * cp, cp, g.wc, t1 + v * L, g.wc * cp)));
-      }
-    });
 
     // ---- C: GEMM tasks, most expensive first.
     items.clear();
@@ -924,9 +1076,9 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
       const ChunkGeometry& g = geo[size_t(i)];
       if (br.m) continue;
       const int64_t target = min_cost > 0 ? std::max<int64_t>(64, min_cost / 2) : 256;
-      const int64_t step = round_up(std::max<int64_t>(1, target / br.npts), kMaxRows);
-      for (int64_t p0 = 0; p0 < g.npix; p0 += step) {
-        const int64_t p1 = std::min(g.npix, p0 + step);
+      const int64_t step = std::max<int64_t>(kMaxRows, target / br.npts), ntask = ceil_div(g.npix, step);
+      for (int64_t s = 0; s < ntask; ++s) {
+        const int64_t p0 = s * g.npix / ntask, p1 = (s + 1) * g.npix / ntask;
         items.push_back({(p1 - p0) * br.npts, int32_t(i), 0, p0, p1, 0, 0});
       }
     }
@@ -937,15 +1089,17 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
       const auto& br = branches[bi];
       const ChunkGeometry& g = geo[bi];
       if (br.m) {
-        JSLA_WINO_DISPATCH(br, (winograd_task<T, M, A>(br, cin, cp, g, T1buf + t1_off[bi], Zbuf + z_off[bi],
-                                                        task.row, task.begin, task.end)));
+        const TaskInput<T> in{P, Hp, Wp, PAD, cp, cin, chunk.b0};
+        JSLA_WINO_DISPATCH(br, (winograd_task<T, M, A>(in, br, g, Zbuf + z_off[bi], task.row, task.begin, task.end)));
         return;
       }
       const T* arow[kMaxRows];
       T* crow[kMaxRows];
       T* db = Dbuf + d_off[bi];
-      for (int64_t r0 = task.begin; r0 < task.end;) {
-        const int rows = next_rows(task.end - r0);
+      const int64_t np = task.end - task.begin;
+      for (int64_t blk = 0; blk < row_blocks(np); ++blk) {
+        const int64_t r0 = task.begin + block_begin(np, blk);
+        const int rows = int(task.begin + block_begin(np, blk + 1) - r0);
         for (int r = 0; r < rows; ++r) {
           const int64_t pix = r0 + r, b = chunk.b0 + pix / (g.nrows * W), y = chunk.y0 + (pix / W) % g.nrows;
           arow[r] = P + ((b * Hp + y + PAD - br.k / 2) * Wp + pix % W + PAD - br.k / 2) * cp;
@@ -953,7 +1107,6 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
         }
         gemm_rows<T>(rows, arow, seg_offsets.data() + seg_begin[bi], int(br.npts), cin, br.w, br.ncol,
                      cin * br.ncol, crow);
-        r0 += rows;
       }
     });
 
@@ -977,19 +1130,23 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
       const auto& br = branches[size_t(item.branch)];
       const ChunkGeometry& g = geo[size_t(item.branch)];
       const int64_t b = chunk.b0 + item.begin, ya = item.v0, ny = item.v1 - item.v0;
-      const int64_t npad = br.nchunk * 8, ncol = br.ncol, m = br.m ? br.m : 1;
-      WorkerScratch& ws = worker_scratch();
-      const int64_t rows = std::max<int64_t>(ny, m);
-      T* cb = ws.e.template get<T>(size_t(2 * rows * W * npad + m * m * ncol));
-      T* hb = cb + rows * W * npad;
-      T* yt = hb + rows * W * npad;  // [py][px][ncol]
-      // gather c of the rows [ya, ya + ny), channels of the branch: cb[(py*W + x)*npad + j]
-      for (int64_t j = 0; j < br.n; ++j) {
-        const T* src = c + b * cs.n + (br.hid0 + j) * cs.c + ya * cs.h;
-        for (int64_t py = 0; py < ny; ++py)
-          for (int64_t xx = 0; xx < W; ++xx) cb[(py * W + xx) * npad + j] = src[py * cs.h + xx * cs.w];
-      }
+      const int64_t ncol = br.ncol, m = br.m ? br.m : 1;
+      // one pixel: LSTM on its 8-channel chunks, c read and h', c' written through the strides
+      const T* cb = c + b * cs.n + br.hid0 * cs.c;
+      T* hb = h_out + b * hos.n + br.hid0 * hos.c;
+      T* ob = c_out + b * cos.n + br.hid0 * cos.c;
+      auto pixel = [&](int64_t y, int64_t xx, const T* gates) {
+        for (int64_t ch = 0; ch < br.nchunk; ++ch) {
+          const int lanes = int(std::min<int64_t>(8, br.n - ch * 8));
+          const V8<T> c_old = gather8(cb + ch * 8 * cs.c + y * cs.h + xx * cs.w, cs.c, lanes);
+          V8<T> c_new, h_new;
+          lstm8<T>(gates + ch * 32, br.bias + ch * 32, c_old, c_new, h_new);
+          scatter8(ob + ch * 8 * cos.c + y * cos.h + xx * cos.w, cos.c, lanes, c_new);
+          scatter8(hb + ch * 8 * hos.c + y * hos.h + xx * hos.w, hos.c, lanes, h_new);
+        }
+      };
       if (br.m) {
+        T* yt = worker_scratch().e.template get<T>(size_t(m * m * ncol));  // [py][px][ncol]
         const int64_t tile_row = (item.begin * g.ntr + item.end) * g.tw;
         for (int64_t tx = 0; tx < g.tw; ++tx) {
           const int64_t nx = std::min<int64_t>(m, W - m * tx);
@@ -998,27 +1155,11 @@ void convlstm_step_forward(const ConvLSTMWeights<T>& weights, const ConvLSTMShap
             JSLA_WINO_DISPATCH(br, (output_axis<T, M, A>(z + px * ncol, M * ncol, ncol, yt + px * ncol, M * ncol)));
           }
           for (int64_t py = 0; py < ny; ++py)
-            for (int64_t px = 0; px < nx; ++px)
-              for (int64_t ch = 0; ch < br.nchunk; ++ch) {
-                const int64_t off = (py * W + m * tx + px) * npad + ch * 8;
-                lstm8<T>(yt + (py * m + px) * ncol + ch * 32, br.bias + ch * 32, cb + off, hb + off);
-              }
+            for (int64_t px = 0; px < nx; ++px) pixel(ya + py, m * tx + px, yt + (py * m + px) * ncol);
         }
       } else {
         const T* rows0 = Dbuf + d_off[size_t(item.branch)] + (item.begin * g.nrows + (ya - chunk.y0)) * W * ncol;
-        for (int64_t p = 0; p < ny * W; ++p)
-          for (int64_t ch = 0; ch < br.nchunk; ++ch)
-            lstm8<T>(rows0 + p * ncol + ch * 32, br.bias + ch * 32, cb + p * npad + ch * 8, hb + p * npad + ch * 8);
-      }
-      // scatter h', c'
-      for (int64_t j = 0; j < br.n; ++j) {
-        T* hd = h_out + b * hos.n + (br.hid0 + j) * hos.c + ya * hos.h;
-        T* cd = c_out + b * cos.n + (br.hid0 + j) * cos.c + ya * cos.h;
-        for (int64_t py = 0; py < ny; ++py)
-          for (int64_t xx = 0; xx < W; ++xx) {
-            hd[py * hos.h + xx * hos.w] = hb[(py * W + xx) * npad + j];
-            cd[py * cos.h + xx * cos.w] = cb[(py * W + xx) * npad + j];
-          }
+        for (int64_t p = 0; p < ny * W; ++p) pixel(ya + p / W, p % W, rows0 + p * ncol);
       }
     });
   }

@@ -271,6 +271,9 @@ int main() {
     cases.push_back({"D7 hid4 {9,1} 5x7" + tag, 2, 7, 4, 5, 7, {9, 1}, s});
     cases.push_back({"D3 hid20 {5,9} 6x9" + tag, 1, 3, 20, 6, 9, {5, 9}, s});
     cases.push_back({"D0 hid17 {1} 4x3" + tag, 2, 0, 17, 4, 3, {1}, s});
+    // large grid: processed in bands of rows; many small images: several images per chunk
+    cases.push_back({"D5 hid8 {3,5,7,1} 29x23" + tag, 1, 5, 8, 29, 23, {3, 5, 7, 1}, s});
+    cases.push_back({"D4 hid6 {1,5,7} B=9 7x6" + tag, 9, 4, 6, 7, 6, {1, 5, 7}, s});
   }
   const Layout layouts[3] = {Layout::NCHW, Layout::NHWC, Layout::View};
   std::vector<int64_t> ksizes;
