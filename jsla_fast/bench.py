@@ -5,8 +5,9 @@
                               [--threads N] [--quick] [--json OUT.json]
 
 Prints a markdown table and writes the JSON of SPEC §5. Timing: warm-up runs, then ``repeat``
-timed runs (wall clock on CPU, CUDA events on GPU); median and p90. Ratios are against the
-reference eager row of the same op, shape and batch measured in this run.
+timed runs (wall clock on CPU, CUDA events on GPU) taken in 5 rounds that alternate between the
+backends of one row group, so a shared machine's drifting speed hits all of them alike; median
+and p90. Ratios are against the reference eager row of the same op, shape and batch.
 
 Rows: ``attention`` on the four candidate-layer shapes (480x28x28, 512x14x14, 832x14x14,
 1024x7x7, k=5), ``convlstm`` (x [B,128,14,14], hidden 96 = 4 x 24, kernels 1,3,5,7) and ``e2e``
@@ -64,6 +65,20 @@ def measure(fn: Callable[[], object], repeat: int, warmup: int, device: torch.de
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def measure_rounds(fns: dict[str, Callable[[], object]], repeat: int, warmup: int, device: torch.device,
+                   rounds: int = 5) -> dict[str, list[float]]:
+    """Milliseconds per call for each of ``fns``, measured in ``rounds`` alternating blocks (each
+    block warms up, then takes repeat/rounds samples), so drift of a shared machine's speed
+    falls on every backend alike and the ratios stay fair."""
+    rounds = max(1, min(rounds, repeat))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        n = repeat // rounds + (1 if r < repeat % rounds else 0)
+        for name, fn in fns.items():
+            times[name] += measure(fn, n, warmup if r == 0 else 1, device)
     return times
 
 
@@ -142,30 +157,34 @@ def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks) -> list[d
             feat, eh = rand(batch, c, hh, ww), rand(batch, c, hh, ww)
             weight, bias = rand(1, c, 5, 5, scale=0.02), rand(1)
             flops, nbytes = attention_cost(batch, c, hh, ww, 5, feat.element_size())
-            for name, (att, _) in fns.items():
-                rows.append(_op_row("attention", name, [batch, c, hh, ww], batch, dtype, flops, nbytes, peaks,
-                                    lambda att=att: att(feat, eh, weight, bias, 0.01), repeat, warmup, device))
+            calls = {name: (lambda att=att: att(feat, eh, weight, bias, 0.01)) for name, (att, _) in fns.items()}
+            rows += _op_rows("attention", [batch, c, hh, ww], batch, dtype, flops, nbytes, peaks, calls, repeat,
+                             warmup, device)
         d, hid, g = cfg.input_channels, cfg.hidden_channels, cfg.grid
         x, h, cc = rand(batch, d, g, g), rand(batch, hid, g, g), rand(batch, hid, g, g)
         ws = [rand(4 * cfg.branch_channels, d + hid, k, k, scale=(d + hid) ** -0.5 / k) for k in cfg.kernel_sizes]
         bs = [rand(4 * cfg.branch_channels, scale=0.1) for _ in cfg.kernel_sizes]
         flops, nbytes = convlstm_cost(batch, d, hid, g, g, cfg.kernel_sizes, x.element_size())
-        for name, (_, step) in fns.items():
-            rows.append(_op_row("convlstm", name, [batch, d, g, g], batch, dtype, flops, nbytes, peaks,
-                                lambda step=step: step(x, h, cc, ws, bs), repeat, warmup, device))
+        calls = {name: (lambda step=step: step(x, h, cc, ws, bs)) for name, (_, step) in fns.items()}
+        rows += _op_rows("convlstm", [batch, d, g, g], batch, dtype, flops, nbytes, peaks, calls, repeat, warmup,
+                         device)
     return rows
 
 
-def _op_row(name, backend, shape, batch, dtype, flops, nbytes, peaks, fn, repeat, warmup, device) -> dict:
+def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, warmup, device) -> list[dict]:
     with torch.inference_mode():
-        s = summary(measure(fn, repeat, warmup, device))
-    sec = s["median_ms"] / 1e3
+        times = measure_rounds(calls, repeat, warmup, device)
     floor = max(flops / (peaks["peak_gflops"] * 1e9), nbytes / (peaks["peak_gbps"] * 1e9))
-    log.info("%s %s %s: %.3f ms", name, backend, shape, s["median_ms"])
-    return {"name": name, "backend": backend, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
-            "shape": shape, **s, "gflops": flops / sec / 1e9, "gbps": nbytes / sec / 1e9,
-            "min_flops": flops, "min_bytes": nbytes, "floor_ms": floor * 1e3,
-            "roofline_pct": 100 * floor / sec}
+    rows = []
+    for backend, samples in times.items():
+        s = summary(samples)
+        sec = s["median_ms"] / 1e3
+        log.info("%s %s %s: %.3f ms", name, backend, shape, s["median_ms"])
+        rows.append({"name": name, "backend": backend, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
+                     "shape": shape, **s, "gflops": flops / sec / 1e9, "gbps": nbytes / sec / 1e9,
+                     "min_flops": flops, "min_bytes": nbytes, "floor_ms": floor * 1e3,
+                     "roofline_pct": 100 * floor / sec})
+    return rows
 
 
 def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> list[dict]:
@@ -195,13 +214,19 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> l
                 if session is not None:
                     feed = {"images": images.numpy()}
                     runs.append(("onnxruntime", "onnxruntime", lambda: session.run(None, feed)))
-        for backend, runtime, fn in runs:
+        peak = {}
+        for backend, runtime, fn in runs:  # peak memory of each alone, then times in alternating rounds
             with torch.inference_mode(), PeakMemory(device) as mem:
-                s = summary(measure(fn, repeat, warmup, device))
+                fn()
+            peak[backend, runtime] = mem.mb
+        with torch.inference_mode():
+            times = measure_rounds({(b, r): fn for b, r, fn in runs}, repeat, warmup, device)
+        for (backend, runtime), samples in times.items():
+            s = summary(samples)
             log.info("e2e %s (%s) batch %d: %.2f ms", backend, runtime, batch, s["median_ms"])
             rows.append({"name": "e2e", "backend": backend, "runtime": runtime, "batch": batch,
                          "dtype": str(dtype).replace("torch.", ""), "shape": [batch, 3, size, size], **s,
-                         "fps": 1e3 * batch / s["median_ms"], "peak_mem_mb": mem.mb,
+                         "fps": 1e3 * batch / s["median_ms"], "peak_mem_mb": peak[backend, runtime],
                          "layers": layers})  # the first image's chosen layer per step: the work depends on it
     return rows
 

@@ -10,12 +10,16 @@ What it does to the loaded model (each exact in eval, each an option):
 - folds the attention's E_att -> BN -> C_A into one 5x5 conv once (SPEC §2 note), so the fused
   attention op gets its weights without per-frame work;
 - channels-last memory format for the backbone's convolutions;
+- on CPU, the backbone frozen as a TorchScript graph (oneDNN weights prepacked once, conv+ReLU
+  fused, no Python per layer);
 - inference mode, and a configurable thread count.
 ``predict`` and the ROS node use it; ``evaluate`` uses the unmodified model.
 """
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,8 @@ from torch import nn
 from .backends import resolve
 from .checkpoint import load_checkpoint
 from .normalization import Normalization
+
+log = logging.getLogger("jsla_fast.runtime")
 
 
 @dataclass
@@ -78,6 +84,31 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
+class FrozenBackbone(nn.Module):
+    """The backbone as a frozen TorchScript graph (oneDNN weights prepacked, conv+ReLU fused,
+    no Python per layer); returns the same ``{name: feature map}`` as the eager one."""
+
+    def __init__(self, backbone: nn.Module, example: torch.Tensor) -> None:
+        super().__init__()
+        self.names = list(backbone.outputs)
+
+        class Outputs(nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                feats = self.inner(x)
+                return tuple(feats[n] for n in backbone.outputs)
+
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+            self.graph = torch.jit.freeze(torch.jit.trace(Outputs(backbone).eval(), example))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.graph(x)))
+
+
 class Localizer:
     """A loaded model prepared for fast inference (see the module docstring).
 
@@ -105,6 +136,15 @@ class Localizer:
         self.channels_last = channels_last
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if optimize and self.device.type == "cpu" and hasattr(model, "backbone"):
+            size = preprocessing(model).crop if getattr(model, "normalization", None) is not None else None
+            example = torch.zeros(1, 3, size or 224, size or 224, device=self.device)
+            if channels_last:
+                example = example.contiguous(memory_format=torch.channels_last)
+            try:
+                model.backbone = FrozenBackbone(model.backbone, example)
+            except RuntimeError as e:  # an exotic backbone TorchScript can't trace: stay eager
+                log.warning("backbone stays eager (TorchScript freezing failed: %s)", e)
         self.model = model
 
     @torch.inference_mode()

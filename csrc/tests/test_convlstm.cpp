@@ -1,16 +1,17 @@
 // Unit test of jsla::convlstm_step_forward (csrc/kernels/convlstm.cpp) against a naive loop in
 // double: direct 'same' convolution with zero padding per branch, gates i, f, g, o per branch,
 // then the LSTM update. Covers the real shape (D=128, hid=96, kernels 1,3,5,7, 14x14, batch 1-3),
-// odd grids and channel counts, a single branch, kernel 9 (direct path), NCHW / NHWC / strided
-// views for every tensor, the default PyTorch conv init scale and 10x that, float and double,
+// odd grids and channel counts, a single branch, kernel 9 (direct path), a large grid (processed
+// in bands of rows) and a batch of small images (several chunks), NCHW / NHWC / strided views for
+// every tensor, the default PyTorch conv init scale and 10x that, float and double,
 // jsla::serial_host() and a 2-thread std::thread host.
 //
 // Tolerances (max abs error on h' and c'):
 //   double: 1e-10.
-//   float, default init scale (uniform +-1/sqrt(fan_in)): 1e-5.
+//   float, default init scale (uniform +-1/sqrt(fan_in)): 1e-5 (measured max ~3e-6, k = 5, 7).
 //   float, weights 10x the default scale: 1e-4 (= 1e-5 x scale). The pre-activations are 10x
-//     larger and so is the fp32 rounding of the Winograd K sums (F(2x2,5x5), F(2x2,7x7) amplify it
-//     ~3x over a direct convolution); the measured maxima are printed per kernel size.
+//     larger and so is the fp32 rounding of the Winograd K sums (F(4x4,5x5), F(2x2,7x7) amplify it
+//     ~3x over a direct convolution); measured max ~4e-5. The maxima are printed per kernel size.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -271,9 +272,9 @@ int main() {
     cases.push_back({"D7 hid4 {9,1} 5x7" + tag, 2, 7, 4, 5, 7, {9, 1}, s});
     cases.push_back({"D3 hid20 {5,9} 6x9" + tag, 1, 3, 20, 6, 9, {5, 9}, s});
     cases.push_back({"D0 hid17 {1} 4x3" + tag, 2, 0, 17, 4, 3, {1}, s});
-    // large grid: processed in bands of rows; many small images: several images per chunk
-    cases.push_back({"D5 hid8 {3,5,7,1} 29x23" + tag, 1, 5, 8, 29, 23, {3, 5, 7, 1}, s});
-    cases.push_back({"D4 hid6 {1,5,7} B=9 7x6" + tag, 9, 4, 6, 7, 6, {1, 5, 7}, s});
+    // a large grid is processed in bands of rows; small images in chunks of several images
+    cases.push_back({"D5 hid8 {3,5,7,1} 45x37" + tag, 1, 5, 8, 45, 37, {3, 5, 7, 1}, s});
+    cases.push_back({"D4 hid6 {1,5,7} B=30 7x6" + tag, 30, 4, 6, 7, 6, {1, 5, 7}, s});
   }
   const Layout layouts[3] = {Layout::NCHW, Layout::NHWC, Layout::View};
   std::vector<int64_t> ksizes;

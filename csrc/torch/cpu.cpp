@@ -105,7 +105,7 @@ class WeightCache {
     std::vector<Tensor> all(ws.begin(), ws.end());
     all.insert(all.end(), bs.begin(), bs.end());
     bool cacheable = true;
-    for (const auto& t : all) cacheable = cacheable && !t.is_inference() && !t.requires_grad() && t.is_contiguous();
+    for (const auto& t : all) cacheable = cacheable && !t.is_inference() && !t.requires_grad();
     if (cacheable) {
       std::lock_guard<std::mutex> lock(mutex_);
       for (auto it = entries_.begin(); it != entries_.end(); ++it) {
