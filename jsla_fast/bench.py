@@ -335,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_e2e(backends, batches, device, dtype, repeat, warmup, args.checkpoint)
     add_ratios(rows)
     report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              **peaks, "command": "python -m jsla_fast.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+              **peaks, "peak_mem_what": ("CUDA allocator peak of the row" if device.type == "cuda" else
+                                        "peak RSS of the whole process during one call (every compared model "
+                                        "is loaded in it)"),
+              "command": "python -m jsla_fast.bench " + " ".join(sys.argv[1:] if argv is None else argv),
               "results": rows}
     print(markdown(rows))
     if args.json:
