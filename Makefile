@@ -21,9 +21,12 @@ $(STAMP): setup.py pyproject.toml
 	$(BIN)/pip install --quiet --no-build-isolation -e ".[test]"
 	@touch $(STAMP)
 
-# torch.ops.jsla.* (csrc/torch + csrc/kernels), built in place next to the package.
+# torch.ops.jsla.* (csrc/torch + csrc/kernels): the editable install builds it in place; rebuild
+# only when a C++ source is newer than the library (an edit after installing).
 $(EXT): $(STAMP) $(CSRC)
-	$(BIN)/python setup.py --quiet build_ext --inplace
+	@so=$$(ls jsla_fast/_C*.so 2>/dev/null | head -1); \
+	if [ -z "$$so" ] || [ -n "$$(find csrc -newer "$$so" -type f)" ]; then \
+	  $(BIN)/python setup.py --quiet build_ext --inplace > build-ext.log 2>&1 || { cat build-ext.log; exit 1; }; fi
 	$(BIN)/python -c "from jsla_fast.backends import why_unavailable as w; r = w('cpp'); assert r is None, r"
 	@touch $(EXT)
 
@@ -46,4 +49,4 @@ bench: $(EXT)
 	$(BIN)/python -m jsla_fast.bench --json bench.json
 
 clean:
-	rm -rf $(VENV) build build-cmake.log *.egg-info demo_out jsla_fast/_C*.so
+	rm -rf $(VENV) build build-cmake.log build-ext.log *.egg-info demo_out jsla_fast/_C*.so
