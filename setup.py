@@ -46,8 +46,9 @@ setup(
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy>=1.23", "pyyaml>=6", "pillow>=9", "tqdm>=4.60", "matplotlib>=3.6"],
     extras_require={
-        "test": ["pytest>=7", "tensorboard>=2.12", "hypothesis>=6", "onnx>=1.16", "onnxscript>=0.2",
-                 "onnxruntime>=1.18"],
+        "test": ["pytest>=7", "tensorboard>=2.12", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18",
+                 "opencv-python-headless>=4.5"],
+        "ros": ["opencv-python-headless>=4.5"],  # decoding camera messages (Bayer, compressed)
         "tensorboard": ["tensorboard>=2.12"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
     },
