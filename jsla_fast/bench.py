@@ -25,6 +25,7 @@ import argparse
 import copy
 import json
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -279,7 +280,6 @@ def device_name(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    import os
     return f"{model}, {os.cpu_count()} logical cores"
 
 

@@ -108,12 +108,13 @@ class LocalizeNode:
             result = self.localizer.localize(image)
             if self.p["test_delay"]:
                 time.sleep(self.p["test_delay"])
-            self.publish(msg.header, result, rgb)
+            self.publish(msg.header, result, image)
             done = time.monotonic()
             self.latency_ms.append((done - frame.received) * 1e3)
             self.overhead_ms.append((done - frame.received) * 1e3 - result.ms)
 
-    def publish(self, header, result, rgb: np.ndarray) -> None:
+    def publish(self, header, result, image: torch.Tensor) -> None:
+        """``image``: the RGB [3,H,W] float tensor the model saw (before its preprocessing)."""
         if result.pose is None:
             rospy.logwarn_throttle(30.0, "this checkpoint is a scene classifier: no pose to publish")
             return
@@ -132,8 +133,7 @@ class LocalizeNode:
         cov.pose.covariance = [sp if i == j and i < 3 else so if i == j else 0.0 for i in range(6) for j in range(6)]
         self.cov_pub.publish(cov)
         if self.att_pub is not None and self.att_pub.get_num_connections() > 0:
-            picture = attention_picture(self.localizer.model, torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,
-                                        result)
+            picture = attention_picture(self.localizer.model, image, result)
             out = Image()
             out.header = pose.header
             out.height, out.width, out.step, out.data = encode_rgb8(picture)
