@@ -40,7 +40,12 @@ def trained_like_model(seed: int, images: torch.Tensor, **cfg) -> JSLA:
     model = JSLA(JSLAConfig(**cfg)).eval()
     # the selector's BN is calibrated on the batch by make_diverse_selector instead
     randomise_batchnorm(model, torch.Generator().manual_seed(seed), keep=[model.select_layer.bn])
-    make_diverse_selector(model, images, seed)
+    # a random selector may still send a small batch to one layer: redraw it until step 1 differs
+    for attempt in range(50):
+        make_diverse_selector(model, images, seed + attempt)
+        with torch.inference_mode():
+            if len(set(model(images).layers[:, 0].tolist())) > 1:
+                break
     return model
 
 
