@@ -10,7 +10,7 @@ CSRC   := $(wildcard csrc/*/*.cpp csrc/*/*.h)
 # torch 2.13.0 is the version CI pins; override e.g. TORCH=torch==2.5.1 for another build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test install ctest bench clean
+.PHONY: demo test install ros ctest bench clean
 
 install: $(EXT)
 
@@ -30,7 +30,11 @@ $(EXT): $(STAMP) $(CSRC)
 	$(BIN)/python -c "from jsla_fast.backends import why_unavailable as w; r = w('cpp'); assert r is None, r"
 	@touch $(EXT)
 
-demo: $(EXT)
+# ROS 1 from Debian's packages (only those missing) + the venv's path to rospy; see ros/install.sh.
+ros: $(STAMP)
+	@sh ros/install.sh $(BIN)/python
+
+demo: $(EXT) ros
 	$(BIN)/python -m jsla_fast.demo
 
 # The torch-free kernel library and its C++ unit tests (CMake + ctest).
@@ -40,7 +44,7 @@ ctest:
 	ctest --test-dir build/cmake --output-on-failure
 
 # pytest exits 5 when it collects nothing: that means the suite went missing, so fail loudly.
-test: $(EXT) ctest
+test: $(EXT) ros ctest
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (is tests/ missing?)" >&2; exit 1; fi; \
 	exit $$rc

@@ -232,6 +232,59 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> l
     return rows
 
 
+def untrained_checkpoint(path: str | Path, image_hw: tuple[int, int] = (480, 640), resize: int = 256, crop: int = 224,
+                         seed: int = 0, extra: dict | None = None) -> Path:
+    """A randomly initialised JSLA pose model with the paper's test-time preprocessing for images of
+    ``image_hw`` (shorter side to ``resize``, centre ``crop``), saved as a checkpoint: what the ROS
+    measurements (and tests) run when no trained checkpoint is given. Its speed is a trained model's."""
+    from .checkpoint import save_checkpoint
+    from .normalization import Normalization, shorter_side_size
+
+    torch.manual_seed(seed)
+    model = JSLA(JSLAConfig(task="pose")).eval()
+    model.normalization = Normalization(mean=torch.full((3, 1, 1), 0.5), size=shorter_side_size(*image_hw, resize),
+                                        crop=crop)
+    return save_checkpoint(model, path, extra=extra)
+
+
+def camera_frames(count: int, image_hw: tuple[int, int] = (480, 640), seed: int = 0):
+    """``count`` RGB uint8 frames of a smooth moving pattern (what a camera sends, not white noise)."""
+    import numpy as np
+
+    h, w = image_hw
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w)
+    phase = np.random.default_rng(seed).uniform(0, 6.28, 3)
+    for i in range(count):
+        t = 0.05 * i
+        rgb = [np.sin(9 * x + 5 * y + phase[c] + t * (c + 1)) for c in range(3)]
+        yield (np.stack(rgb, axis=2) * 110 + 128).astype(np.uint8)
+
+
+def bench_ros(checkpoint: str | None, frames: int, threads: int | None, backend: str) -> list[dict]:
+    """The ROS node's own overhead: closed-loop replay of 640x480 rgb8 frames through a real roscore
+    and ``localize_node`` (one frame in flight, so no frame waits behind another)."""
+    from .ros.launch import RosError
+    from .ros.replay import latency_summary, run
+
+    logging.getLogger("rospy").setLevel(logging.WARNING)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = checkpoint or untrained_checkpoint(Path(tmp) / "untrained.pt")
+        try:
+            result = run(ck, camera_frames(frames), {"threads": threads or 0, "backend": backend})
+        except RosError as e:
+            raise SystemExit(f"bench --ros: {e}") from None
+    s = latency_summary(result)
+    log.info("ros: %d/%d answered; overhead p50 %.3f ms p99 %.3f ms; latency p50 %.1f ms",
+             s["answered"], s["frames"], s["overhead_p50_ms"], s["overhead_p99_ms"], s["latency_p50_ms"] or -1)
+    return [{"name": "ros_node", "backend": s["backend"], "runtime": "localize_node", "batch": 1, "dtype": "float32",
+             "shape": [1, 3, 480, 640], "encoding": "rgb8", "frames": s["frames"], "answered": s["answered"],
+             "median_ms": s["latency_p50_ms"], "p99_ms": s["latency_p99_ms"],
+             "overhead_p50_ms": s["overhead_p50_ms"], "overhead_p99_ms": s["overhead_p99_ms"],
+             "node_latency_p50_ms": s["node_latency_p50_ms"], "dropped": s["dropped"],
+             "what": "median_ms: client publish -> pose received; overhead: node publish - receive - model time"}]
+
+
 def _onnx_session(model):
     try:
         import onnxruntime as ort
@@ -266,6 +319,12 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['name']} | {'x'.join(map(str, r['shape']))} | {r['backend']} | {r.get('runtime', '')} | "
                      f"{f('median_ms', '{:.3f}')} | {f('p90_ms', '{:.3f}')} | {f('speedup', '{:.2f}x')} | "
                      f"{f('gflops', '{:.1f}')} | {f('gbps', '{:.1f}')} | {f('roofline_pct', '{:.0f}')} |")
+    for r in rows:
+        if r["name"] == "ros_node":
+            lines.append(f"\nROS node ({r['encoding']} {r['shape'][3]}x{r['shape'][2]}, {r['answered']}/{r['frames']} "
+                         f"frames answered, backend {r['backend']}): overhead (publish - receive - model) "
+                         f"p50 {r['overhead_p50_ms']:.3f} ms, p99 {r['overhead_p99_ms']:.3f} ms; "
+                         f"client publish -> pose p50 {r['median_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
     return "\n".join(lines)
 
 
@@ -298,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--checkpoint", help="e2e on this checkpoint instead of a randomly initialised JSLA")
     ap.add_argument("--quick", action="store_true", help="batch 1, 10 repeats, no torch.compile (a smoke run)")
+    ap.add_argument("--ros", action="store_true", help="the ROS node's overhead: replay frames through a real "
+                    "roscore and localize_node (needs `make ros`; only this unless --ops/--e2e are given too)")
+    ap.add_argument("--ros-frames", type=int, default=200, help="frames replayed with --ros")
     ap.add_argument("--json", help="write the results here (SPEC §5)")
     args = ap.parse_args(argv)
 
@@ -325,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         backends = available(device) + [b for b in EXTRA_BACKENDS if not (args.quick and b == "compile")]
-    both = not (args.ops or args.e2e)
+    both = not (args.ops or args.e2e or args.ros)
     peaks = machine_peaks(device, dtype if dtype != torch.float64 else torch.float32)
     log.info("peaks: %.0f GFLOP/s, %.1f GB/s", peaks["peak_gflops"], peaks["peak_gbps"])
     rows: list[dict] = []
@@ -333,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_ops([b for b in backends if b != "onnxruntime"], batches, device, dtype, repeat, warmup, peaks)
     if args.e2e or both:
         rows += bench_e2e(backends, batches, device, dtype, repeat, warmup, args.checkpoint)
+    if args.ros:
+        rows += bench_ros(args.checkpoint, 20 if args.quick else args.ros_frames, args.threads,
+                          "auto" if not args.backends else args.backends.split(",")[0])
     add_ratios(rows)
     report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
               **peaks, "peak_mem_what": ("CUDA allocator peak of the row" if device.type == "cuda" else

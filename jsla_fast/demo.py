@@ -9,7 +9,11 @@
 4. writes OUT/summary.json and OUT/summary.md, with a "mean pose" reference (always predicting
    the training set's mean pose) so the numbers can be read against chance;
 5. runs the trained JSLA frame by frame on a few test images, printing the layer chosen at each
-   step, the pose error and the time per frame.
+   step, the pose error and the time per frame;
+6. replays the test trajectory through the ROS node (a roscore on a free port and
+   ``rosrun jsla_fast localize_node``, see :mod:`jsla_fast.ros.replay`) and reports its accuracy
+   and latency in OUT/ros_replay.json and the summary (``--no-ros`` skips it; without ROS
+   installed it is skipped with the command that installs it).
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import json
 import logging
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -97,6 +103,12 @@ def summary_markdown(summary: dict) -> str:
         usage = "; ".join(f"step {t + 1}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in u.items() if v > 0)
                           for t, u in enumerate(summary["jsla"]["layer_usage"]))
         lines += ["", f"JSLA layer usage on the test images: {usage}."]
+    if "ros" in summary:
+        r = summary["ros"]
+        lines += ["", f"ROS replay of the test trajectory through `localize_node` ({r['answered']}/{r['frames']} images "
+                  f"answered, backend {r['backend']}): median {r['median_t_m']:.3f} m, {r['median_r_deg']:.2f} deg; "
+                  f"latency publish -> pose p50 {r['latency_p50_ms']:.1f} ms, p99 {r['latency_p99_ms']:.1f} ms; "
+                  f"node overhead p50 {r['overhead_p50_ms']:.2f} ms."]
     lines += ["", f"Total demo time: {s['total_seconds']:.0f} s. Plots: `jsla/eval/`, `posenet/eval/`."]
     return "\n".join(lines) + "\n"
 
@@ -110,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     ap.add_argument("--frames", type=int, default=5, help="test frames to run one by one at the end")
+    ap.add_argument("--no-ros", action="store_true", help="skip replaying the test trajectory through the ROS node")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -138,12 +151,45 @@ def main(argv: list[str] | None = None) -> int:
                         "crop": p["crop"], "epochs": p["epochs"], "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "total_seconds": time.perf_counter() - started}
-    atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
-    markdown = summary_markdown(summary)
-    atomic_write(out / "summary.md", lambda f: f.write(markdown.encode()))
-    print("\n" + markdown)
+    write_summary(out, summary)
+    print("\n" + summary_markdown(summary))
     run_frames(Path(summary["jsla"]["checkpoint"]), data, cfg, args.frames)
+    if not args.no_ros:
+        ros = ros_replay(Path(summary["jsla"]["checkpoint"]), data, out, args.threads)
+        if ros is None:
+            return 1
+        if ros:
+            print(f"  python -m jsla_fast.evaluate on the same images: median {summary['jsla']['median_t_m']:.3f} m, "
+                  f"{summary['jsla']['median_r_deg']:.2f} deg")
+            summary["ros"] = ros
+            summary["setup"]["total_seconds"] = time.perf_counter() - started
+            write_summary(out, summary)
     return 0
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    atomic_write(out / "summary.md", lambda f: f.write(summary_markdown(summary).encode()))
+
+
+def ros_replay(checkpoint: Path, data: Path, out: Path, threads: int | None) -> dict | None:
+    """The test trajectory through ``localize_node`` (its own process, as a robot runs it): the report,
+    {} when ROS is not installed, None when the replay failed."""
+    from .ros.launch import why_missing
+
+    why = why_missing()
+    if why:
+        log.warning("skipping the ROS replay: %s", why)
+        return {}
+    print("\nReplaying the test trajectory through the ROS node (roscore + rosrun jsla_fast localize_node) ...",
+          flush=True)
+    report = out / "ros_replay.json"
+    cmd = [sys.executable, "-m", "jsla_fast.ros.replay", "--checkpoint", str(checkpoint), "--data", str(data),
+           "--format", "7scenes", "--json", str(report), "--threads", str(threads or 0)]
+    if subprocess.run(cmd).returncode != 0:
+        log.error("the ROS replay failed (its output is above); rerun it alone with: %s", " ".join(cmd))
+        return None
+    return json.loads(report.read_text())
 
 
 def run_frames(checkpoint: Path, data: Path, cfg: RunConfig, frames: int) -> None:

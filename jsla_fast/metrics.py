@@ -45,7 +45,10 @@ def pose_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     # quantile, not Tensor.median: for an even count the median is the mean of the middle two
     # (numpy's and PoseNet's convention), while Tensor.median returns the lower one
     return {"median_t_m": float(t.quantile(0.5)), "median_r_deg": float(r.quantile(0.5)),
-            "mean_t_m": float(t.mean()), "mean_r_deg": float(r.mean()), "count": int(t.numel())}
+            "mean_t_m": float(t.mean()), "mean_r_deg": float(r.mean()),
+            # root mean squares: what a Gaussian error model (the ROS node's covariance) is fitted to
+            "rms_t_m": float(t.square().mean().sqrt()), "rms_r_deg": float(r.square().mean().sqrt()),
+            "count": int(t.numel())}
 
 
 def scene_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None) -> dict:

@@ -321,7 +321,8 @@ def _validate(objective: Objective, val_set, cfg: RunConfig, task: str, classes,
             val_loss = float(nn.functional.cross_entropy(preds.outputs, preds.targets))
     row = {"val_loss": val_loss, "score": validation_score(task, metrics, val_loss)}
     if task == "pose":
-        row.update(val_median_t_m=metrics["median_t_m"], val_median_r_deg=metrics["median_r_deg"])
+        row.update(val_median_t_m=metrics["median_t_m"], val_median_r_deg=metrics["median_r_deg"],
+                   val_rms_t_m=metrics["rms_t_m"], val_rms_r_deg=metrics["rms_r_deg"])
     else:
         row["val_accuracy"] = metrics["accuracy"]
     return row

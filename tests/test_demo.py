@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 
@@ -34,6 +35,15 @@ def test_quick_demo_runs_the_whole_workflow(tmp_path):
         assert all(name in ("3b", "4c", "4e", "5b") for name in row[1:4])
         assert float(row[4]) >= 0 and 0 <= float(row[5]) <= 180 and float(row[6]) > 0
     assert re.search(r"median time per frame: [\d.]+ ms", proc.stdout)
+    # the end: the test trajectory through the ROS node (make test installs ROS), the same poses as evaluate
+    assert "ROS replay: 8/8 test images answered by localize_node" in proc.stdout, proc.stdout[-3000:]
+    ros = summary["ros"]
+    assert ros["answered"] == ros["frames"] == summary["jsla"]["count"] == 8
+    assert ros["median_t_m"] == pytest.approx(summary["jsla"]["median_t_m"], abs=1e-4)
+    assert ros["median_r_deg"] == pytest.approx(summary["jsla"]["median_r_deg"], abs=1e-2)
+    assert 0 < ros["overhead_p50_ms"] < ros["latency_p50_ms"]
+    assert "ROS replay of the test trajectory" in (out / "summary.md").read_text()
+    assert json.loads((out / "ros_replay.json").read_text())["answered"] == 8
 
     # a second run reuses the rendered scene and retrains from scratch
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from jsla_fast.latest_frame import LatestFrame
+from jsla_fast.ros.latest_frame import LatestFrame
 
 
 class FakeClock:

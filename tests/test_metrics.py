@@ -13,6 +13,7 @@ def test_pose_medians_follow_the_usual_convention():
     m = pose_metrics(pred, truth)
     assert m["median_t_m"] == pytest.approx(3.0)  # mean of the middle two, as numpy.median
     assert m["mean_t_m"] == pytest.approx(4.25) and m["median_r_deg"] == pytest.approx(0.0, abs=1e-6)
+    assert m["rms_t_m"] == pytest.approx(((1 + 4 + 16 + 100) / 4) ** 0.5) and m["rms_r_deg"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_scene_accuracy_per_class_and_layer_usage():

@@ -48,8 +48,8 @@ def decode_image(encoding: str, height: int, width: int, step: int, data: bytes 
         import cv2
 
         return cv2.cvtColor(np.ascontiguousarray(pixels[:, :, 0]), getattr(cv2, _BAYER[encoding]))
-    rgb = pixels[:, :, :3] if encoding.startswith("rgb") else pixels[:, :, 2::-1]
-    return np.ascontiguousarray(rgb)
+    rgb = np.ascontiguousarray(pixels[:, :, :3] if encoding.startswith("rgb") else pixels[:, :, 2::-1])
+    return rgb if rgb.flags.writeable else rgb.copy()  # a view of the message's bytes is read-only
 
 
 def decode_compressed(fmt: str, data: bytes | bytearray | memoryview) -> np.ndarray:
@@ -64,10 +64,31 @@ def decode_compressed(fmt: str, data: bytes | bytearray | memoryview) -> np.ndar
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def encode_rgb8(image: np.ndarray) -> tuple[int, int, int, bytes]:
-    """RGB ``uint8 [H,W,3]`` -> ``(height, width, step, data)`` for an rgb8 ``sensor_msgs/Image``."""
-    image = np.ascontiguousarray(image, dtype=np.uint8)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ImageError(f"expected an RGB image [H,W,3], got shape {image.shape}")
-    h, w, _ = image.shape
-    return h, w, 3 * w, image.tobytes()
+def encode_image(rgb: np.ndarray, encoding: str = "rgb8", padding: int = 0) -> tuple[int, int, int, bytes]:
+    """RGB ``uint8 [H,W,3]`` -> ``(height, width, step, data)`` of a ``sensor_msgs/Image`` in ``encoding``
+    (little-endian; rows padded with ``padding`` bytes). Mono is BT.601 luma (mono16: x257), alpha is
+    opaque, Bayer keeps each site's colour of the pattern named by the encoding's top-left 2x2 block."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f"expected an RGB uint8 image [H,W,3], got {rgb.dtype} {rgb.shape}")
+    if encoding not in CHANNELS:
+        raise ImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+    h, w, _ = rgb.shape
+    if encoding.startswith("mono"):
+        import cv2
+
+        gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+        pixels = (gray.astype("<u2") * 257).view(np.uint8) if encoding == "mono16" else gray
+    elif encoding in _BAYER:
+        pixels = np.empty((h, w), np.uint8)
+        for k, colour in enumerate(encoding[len("bayer_"):len("bayer_") + 4]):  # e.g. "rggb"
+            y, x = divmod(k, 2)
+            pixels[y::2, x::2] = rgb[y::2, x::2, "rgb".index(colour)]
+    else:
+        pixels = rgb if encoding.startswith("rgb") else rgb[:, :, ::-1]
+        if encoding.endswith("a8"):
+            pixels = np.concatenate([pixels, np.full((h, w, 1), 255, np.uint8)], axis=2)
+    rows = np.ascontiguousarray(pixels).reshape(h, -1)
+    if padding:
+        rows = np.concatenate([rows, np.zeros((h, padding), np.uint8)], axis=1)
+    return h, w, rows.shape[1], rows.tobytes()
