@@ -336,3 +336,29 @@ def test_catkin_workspace_builds_the_package_and_its_rostest_passes(tmp_path, ch
     assert results["rosunit-localize_smoke.xml"].get("tests") == "1"
     for name, suite in results.items():
         assert suite.get("failures") == "0" and suite.get("errors") == "0", f"{name}\n{run.stdout[-3000:]}"
+
+
+def test_bench_ros_reports_the_nodes_overhead(tmp_path, master):
+    """`python -m jsla_fast.bench --ros` (its own roscore and node; the numbers go to docs/PERFORMANCE.md)."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "jsla_fast.bench", "--ros", "--quick", "--threads", "2", "--json",
+                          str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["name"] == "ros_node" and row["frames"] == row["answered"] == 20
+    assert 0 < row["overhead_p50_ms"] <= row["overhead_p99_ms"] < row["median_ms"]
+    assert "overhead (publish - receive - model) p50" in run.stdout
+
+
+def test_env_script_sets_what_ros_needs():
+    script = f"source {PACKAGE_DIR / 'env.sh'} 12345 && env"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROS_")}
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    assert got["ROS_MASTER_URI"] == "http://localhost:12345" and got["ROS_HOSTNAME"] == "localhost"
+    assert got["ROS_PACKAGE_PATH"] == str(PACKAGE_DIR) and got["ROS_LOG_DIR"].startswith(got["ROS_HOME"])
+    assert got["PATH"].split(":")[0] == str(PACKAGE_DIR.parent / ".venv" / "bin")
+    rospack = subprocess.run(["bash", "-c", f"source {PACKAGE_DIR / 'env.sh'} && rospack find jsla_fast"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert rospack.stdout.strip() == str(PACKAGE_DIR), rospack.stderr
