@@ -362,3 +362,23 @@ def test_env_script_sets_what_ros_needs():
     rospack = subprocess.run(["bash", "-c", f"source {PACKAGE_DIR / 'env.sh'} && rospack find jsla_fast"],
                              capture_output=True, text=True, env=env, timeout=60)
     assert rospack.stdout.strip() == str(PACKAGE_DIR), rospack.stderr
+
+
+def test_roslaunch_starts_the_node_with_the_packages_config(master, ros, checkpoint):
+    from jsla_fast.ros.launch import stop_process
+
+    log = master.home / "roslaunch.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["roslaunch", "jsla_fast", "localize.launch", f"checkpoint:={checkpoint}",
+                                 "image:=/cam5/image_raw"], env=master.env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_until(lambda: "/localize_node" in master.subscribers("/cam5/image_raw") or proc.poll() is not None,
+                   "the launched node's subscription", timeout=120)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        import rospy
+
+        assert rospy.get_param("/localize_node/max_age") == 0.5  # from ros/config/localize.yaml
+        assert rospy.get_param("/localize_node/checkpoint") == str(checkpoint)  # the launch argument wins
+    finally:
+        stop_process(proc)
