@@ -84,7 +84,22 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait()
 
 
-class RosMaster:
+class Process:
+    """A started ROS process (``self.proc``): a context manager that stops it on exit."""
+
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RosMaster(Process):
     """``roscore -p PORT`` on a free port; a context manager. ``env`` is what ROS clients need."""
 
     def __init__(self, port: int | None = None, home: str | Path | None = None, timeout: float = 30.0) -> None:
@@ -115,15 +130,6 @@ class RosMaster:
     def publishers(self, topic: str) -> list[str]:
         return next((nodes for name, nodes in self.system_state()[0] if name == topic), [])
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def __enter__(self) -> RosMaster:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 def param_arg(name: str, value) -> str:
     """``_name:=value`` as rosrun passes private parameters (YAML: true/false, numbers, strings)."""
@@ -132,7 +138,7 @@ def param_arg(name: str, value) -> str:
     return f"_{name}:={value}"
 
 
-class NodeProcess:
+class NodeProcess(Process):
     """``rosrun jsla_fast localize_node __name:=NAME image:=IMAGE _param:=value ...`` against ``master``.
 
     :meth:`wait_ready` returns once the node subscribes to its input (the model is loaded by then).
@@ -168,15 +174,6 @@ class NodeProcess:
                                f"{self.output()[-3000:]}")
             time.sleep(0.1)
         return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def __enter__(self) -> NodeProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
