@@ -41,13 +41,15 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["jsla_fast", "jsla_fast.*"]),
+    # kernels/ (Triton) sits at the top of the checkout (SPEC §1) and installs as jsla_fast.kernels
+    packages=[*find_packages(include=["jsla_fast", "jsla_fast.*"]), "jsla_fast.kernels"],
+    package_dir={"jsla_fast.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy>=1.23", "pyyaml>=6", "pillow>=9", "tqdm>=4.60", "matplotlib>=3.6"],
     extras_require={
         "test": ["pytest>=7", "tensorboard>=2.12", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18",
-                 "opencv-python-headless>=4.5", "rosbags>=0.9.20"],  # rosbags: writes the bag the ROS test plays
+                 "opencv-python-headless>=4.5", "rosbags>=0.9.20", "triton>=3.2"],  # rosbags: writes the bag the ROS test plays
         "ros": ["opencv-python-headless>=4.5"],  # decoding camera messages (Bayer, compressed)
         "tensorboard": ["tensorboard>=2.12"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],

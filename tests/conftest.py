@@ -9,6 +9,20 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# Without a GPU the Triton kernels run in Triton's interpreter (SPEC §3); it is chosen when a kernel
+# module is imported, so set it before any test imports one.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: skipped without it (run them with `pytest -m gpu` on a GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run `pytest -m gpu` on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture
