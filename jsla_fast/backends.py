@@ -2,8 +2,9 @@
 
     reference  PyTorch eager ops (jsla_fast.model): the specification, every device
     cpp        C++ CPU kernels, torch.ops.jsla.* (csrc/)
-    triton     Triton kernels (kernels/), CUDA      } not in this release yet:
-    cuda       CUDA kernels (csrc/cuda), CUDA       } asking for them says so
+    triton     Triton kernels (kernels/), torch.ops.jsla_triton.*: CUDA, and CPU inside Triton's
+               interpreter (TRITON_INTERPRET=1, for tests)
+    cuda       CUDA kernels (csrc/cuda): not in this release yet, asking for it says so
     auto       the fastest available for the device: AUTO_ORDER below
 
 The model (``JSLA(..., backend=)``), the ops (:mod:`jsla_fast.ops`), the runtime and the bench all
@@ -18,7 +19,7 @@ import torch
 
 from .model.attention import attention_reference
 from .model.convlstm import convlstm_step_reference
-from .ops import cpp
+from .ops import cpp, triton
 
 
 class BackendUnavailable(RuntimeError):
@@ -33,19 +34,20 @@ class Backend:
     attention: Callable
     #: ``(x, h, c, weights, biases) -> (h', c')``, equal to convlstm_step_reference
     convlstm_step: Callable
-    #: None when usable, else why not (checked when the backend is resolved)
-    unavailable: Callable[[], str | None]
+    #: ``(device) -> None`` when usable there, else why not (checked when the backend is resolved)
+    unavailable: Callable[[torch.device], str | None]
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
 
 
 BACKENDS: dict[str, Backend] = {
-    "reference": Backend("reference", ("cpu", "cuda"), attention_reference, convlstm_step_reference, lambda: None,
+    "reference": Backend("reference", ("cpu", "cuda"), attention_reference, convlstm_step_reference, lambda device: None,
                          (torch.float32, torch.float64, torch.float16, torch.bfloat16)),
     "cpp": Backend("cpp", ("cpu",), cpp.attention, cpp.convlstm_step, cpp.unavailable_reason),
+    "triton": Backend("triton", ("cuda", "cpu"), triton.attention, triton.convlstm_step, triton.unavailable_reason,
+                      (torch.float32, torch.float16, torch.bfloat16)),
 }
 #: names users may know from SPEC.md whose kernels are not part of this release yet
 NOT_YET: dict[str, str] = {
-    "triton": "the Triton kernels are not in this release yet (use backend='reference' on GPU for now)",
     "cuda": "the CUDA kernels are not in this release yet (use backend='reference' on GPU for now)",
 }
 #: fastest first; 'auto' takes the first one available for the device
@@ -64,7 +66,7 @@ def why_unavailable(name: str, device: torch.device | str = "cpu") -> str | None
     if device.type not in backend.devices:
         return (f"backend {name!r} runs on {', '.join(backend.devices)}, not {device.type}; "
                 f"use backend='auto' to pick one for {device.type}")
-    return backend.unavailable()
+    return backend.unavailable(device)
 
 
 def available(device: torch.device | str = "cpu") -> list[str]:

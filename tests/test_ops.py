@@ -15,14 +15,39 @@ from jsla_fast.model import attention_reference, convlstm_step_reference
 
 FUSED = [name for name in BACKENDS if name != "reference"]
 LAYOUTS = ("contiguous", "channels_last", "strided")
+#: without a GPU, Triton runs in its interpreter (tests/conftest.py): tiny shapes only; the real
+#: shapes of the Triton kernels are their `gpu` tests (tests/test_triton_*.py)
+INTERPRETED = () if torch.cuda.is_available() else ("triton",)
+TINY = 2000  # values per image (C*h*w) an interpreted kernel handles in about a second
+
+
+def backend(name: str):
+    reason = why_unavailable(name, "cpu")
+    # The test command installs every CPU backend: one that is missing is a failure, not a skip.
+    assert reason is None, reason
+    return BACKENDS[name]
 
 
 @pytest.fixture(params=FUSED)
 def fused(request):
-    reason = why_unavailable(request.param, "cpu")
-    # The test command builds every CPU backend: one that is missing is a failure, not a skip.
-    assert reason is None, reason
-    return BACKENDS[request.param]
+    return backend(request.param)
+
+
+#: tracing (opcheck's fake-tensor tests, torch.compile) needs compiled kernels: Triton's interpreter
+#: runs launches even on fake tensors, so the Triton ops are traced in `test_triton_ops_trace_on_gpu`
+@pytest.fixture(params=[name for name in FUSED if name not in INTERPRETED])
+def traceable(request):
+    return backend(request.param)
+
+
+def with_backends(cases, size):
+    """(backend, case) pairs: every fused backend with every case, interpreted ones with the tiny cases."""
+    return [pytest.param(name, case, id=f"{name}-" + "x".join(map(str, case[:4])))
+            for name in FUSED for case in cases if name not in INTERPRETED or size(case) <= TINY]
+
+
+def float_dtypes(fused) -> list[torch.dtype]:
+    return [d for d in (torch.float32, torch.float64) if d in fused.dtypes]
 
 
 def laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -49,14 +74,15 @@ ATTENTION_CASES = [  # (C, h, w, k): the candidate layers, then odd ones
 ]
 
 
-@pytest.mark.parametrize("case", ATTENTION_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_attention_matches_reference(fused, case, seed):
+@pytest.mark.parametrize("name,case", with_backends(ATTENTION_CASES, lambda c: c[0] * c[1] * c[2]))
+def test_attention_matches_reference(name, case, seed):
+    fused = backend(name)
     c, h, w, k = case
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     batch = 1 if c * h * w > 200_000 else rng.randint(1, 5)
     slope = rng.choice([0.0, 0.01, 0.2])
-    for dtype in (torch.float32, torch.float64):
+    for dtype in float_dtypes(fused):
         feat, eh, weight, bias = attention_inputs(batch, c, h, w, k, dtype, gen)
         want_o, want_a = attention_reference(feat.double(), eh.double(), weight.double(), bias.double(), slope)
         for layout in LAYOUTS:
@@ -95,13 +121,14 @@ CONVLSTM_CASES = [  # (D, hid, H, W, kernels): the model's step, then odd ones
 ]
 
 
-@pytest.mark.parametrize("case", CONVLSTM_CASES, ids=lambda c: "x".join(map(str, c[:4])) + "k" + "".join(map(str, c[4])))
-def test_convlstm_matches_reference(fused, case, seed):
+@pytest.mark.parametrize("name,case", with_backends(CONVLSTM_CASES, lambda c: (c[0] + c[1]) * c[2] * c[3]))
+def test_convlstm_matches_reference(name, case, seed):
+    fused = backend(name)
     d, hid, h, w, kernels = case
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     batch = rng.randint(1, 5)
-    for dtype in (torch.float32, torch.float64):
+    for dtype in float_dtypes(fused):
         x, hh, cc, ws, bs = convlstm_inputs(batch, d, hid, h, w, kernels, dtype, gen, scale=rng.choice([1.0, 3.0]))
         want_h, want_c = convlstm_step_reference(x.double(), hh.double(), cc.double(), [t.double() for t in ws],
                                                  [t.double() for t in bs])
@@ -136,8 +163,28 @@ def test_convlstm_weight_cache_sees_updates(fused, requires_grad, seed):
                                    atol=convlstm_atol(x, h, ws, bs))
 
 
+def assert_grads_match_reference(fused_fn, reference_fn, inputs, atol):
+    """For backends without float64 (their kernels accumulate in float32, so gradcheck's finite
+    differences would measure rounding): the gradients of a random projection of the outputs equal
+    the reference's autograd in float32."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    ref_leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    got, want = fused_fn(*leaves), reference_fn(*ref_leaves)
+    probes = [torch.randn_like(w) for w in want]
+    torch.autograd.backward(list(got), probes)
+    torch.autograd.backward(list(want), probes)
+    for g, w in zip(leaves, ref_leaves):
+        torch.testing.assert_close(g.grad, w.grad, rtol=1e-4, atol=atol)
+
+
 def test_attention_gradcheck(fused, seed):
     gen = torch.Generator().manual_seed(seed)
+    if torch.float64 not in fused.dtypes:
+        inputs = attention_inputs(2, 3, 4, 5, 3, torch.float32, gen)
+        for slope in (0.1, 0.0):
+            assert_grads_match_reference(lambda *a: fused.attention(*a, slope),
+                                         lambda *a: attention_reference(*a, slope), inputs, atol=1e-5)
+        return
     feat, eh, weight, bias = (t.requires_grad_() for t in attention_inputs(2, 3, 4, 5, 3, torch.float64, gen))
     assert torch.autograd.gradcheck(lambda *a: fused.attention(*a, 0.1), (feat, eh, weight, bias))
     # at slope 0 (ReLU) too, away from the kink
@@ -147,6 +194,12 @@ def test_attention_gradcheck(fused, seed):
 
 def test_convlstm_gradcheck(fused, seed):
     gen = torch.Generator().manual_seed(seed)
+    if torch.float64 not in fused.dtypes:
+        x, h, c, (w0, w1), (b0, b1) = convlstm_inputs(2, 3, 4, 3, 4, (1, 3), torch.float32, gen)
+        assert_grads_match_reference(lambda x, h, c, w0, w1, b0, b1: fused.convlstm_step(x, h, c, [w0, w1], [b0, b1]),
+                                     lambda x, h, c, w0, w1, b0, b1: convlstm_step_reference(x, h, c, [w0, w1], [b0, b1]),
+                                     (x, h, c, w0, w1, b0, b1), atol=1e-5)
+        return
     x, h, c, ws, bs = convlstm_inputs(2, 3, 4, 3, 4, (1, 3), torch.float64, gen)
     leaves = [t.requires_grad_() for t in (x, h, c, *ws, *bs)]
 
@@ -155,31 +208,48 @@ def test_convlstm_gradcheck(fused, seed):
     assert torch.autograd.gradcheck(step, (leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], leaves[6]))
 
 
-def test_opcheck_attention(fused, seed):
-    if fused.name != "cpp":
-        pytest.skip("opcheck applies to ops registered through torch.library")
+#: the torch.library namespace of each fused backend's ops
+NAMESPACE = {"cpp": "jsla", "triton": "jsla_triton"}
+
+
+def test_opcheck_attention(traceable, seed):
+    op = getattr(torch.ops, NAMESPACE[traceable.name]).attention.default
     gen = torch.Generator().manual_seed(seed)
     for requires_grad in (False, True):
         args = [t.requires_grad_(requires_grad) for t in attention_inputs(2, 5, 4, 6, 3, torch.float32, gen)]
-        torch.library.opcheck(torch.ops.jsla.attention.default, (*args, 0.01))
+        torch.library.opcheck(op, (*args, 0.01))
 
 
-def test_opcheck_convlstm(fused, seed):
-    if fused.name != "cpp":
-        pytest.skip("opcheck applies to ops registered through torch.library")
+def test_opcheck_convlstm(traceable, seed):
+    op = getattr(torch.ops, NAMESPACE[traceable.name]).convlstm_step.default
     gen = torch.Generator().manual_seed(seed)
     for requires_grad in (False, True):
         x, h, c, ws, bs = convlstm_inputs(2, 3, 4, 3, 4, (1, 3), torch.float32, gen)
         for t in (x, h, c, *ws, *bs):
             t.requires_grad_(requires_grad)
-        torch.library.opcheck(torch.ops.jsla.convlstm_step.default, (x, h, c, ws, bs))
+        torch.library.opcheck(op, (x, h, c, ws, bs))
 
 
-def test_fused_ops_under_torch_compile(fused, seed):
+def test_fused_ops_under_torch_compile(traceable, seed):
     gen = torch.Generator().manual_seed(seed)
     feat, eh, weight, bias = attention_inputs(2, 6, 5, 5, 5, torch.float32, gen)
-    compiled = torch.compile(lambda *a: fused.attention(*a, 0.01), backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(feat, eh, weight, bias), fused.attention(feat, eh, weight, bias, 0.01))
+    compiled = torch.compile(lambda *a: traceable.attention(*a, 0.01), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(feat, eh, weight, bias), traceable.attention(feat, eh, weight, bias, 0.01))
+
+
+@pytest.mark.gpu
+def test_triton_ops_trace_on_gpu(seed):
+    """On CUDA the Triton ops are real triton_ops: opcheck (schema, fake tensors, autograd
+    registration) and torch.compile with fullgraph see through them."""
+    gen = torch.Generator().manual_seed(seed)
+    args = [t.cuda() for t in attention_inputs(2, 5, 4, 6, 3, torch.float32, gen)]
+    torch.library.opcheck(torch.ops.jsla_triton.attention.default, (*args, 0.01))
+    x, h, c, ws, bs = convlstm_inputs(2, 3, 4, 3, 4, (1, 3), torch.float32, gen)
+    x, h, c, ws, bs = x.cuda(), h.cuda(), c.cuda(), [w.cuda() for w in ws], [b.cuda() for b in bs]
+    torch.library.opcheck(torch.ops.jsla_triton.convlstm_step.default, (x, h, c, ws, bs))
+    triton_backend = BACKENDS["triton"]
+    compiled = torch.compile(lambda *a: triton_backend.attention(*a, 0.01), fullgraph=True)
+    torch.testing.assert_close(compiled(*args), triton_backend.attention(*args, 0.01))
 
 
 # -- errors: clear messages, never a crash ---------------------------------------------------------
@@ -189,8 +259,9 @@ def test_bad_inputs_give_clear_errors(fused, seed):
     name = fused.name
     with pytest.raises(TypeError, match="dtype torch.int64"):
         ops.attention(feat.long(), eh.long(), weight.long(), bias.long(), 0.01, backend=name)
-    with pytest.raises(TypeError, match="float16"):
-        ops.attention(feat.half(), eh.half(), weight.half(), bias.half(), 0.01, backend=name)
+    if torch.float16 not in fused.dtypes:
+        with pytest.raises(TypeError, match="float16"):
+            ops.attention(feat.half(), eh.half(), weight.half(), bias.half(), 0.01, backend=name)
     with pytest.raises(TypeError, match="eh has dtype torch.float64"):
         ops.attention(feat, eh.double(), weight, bias, 0.01, backend=name)
     with pytest.raises(ValueError, match="4-d"):

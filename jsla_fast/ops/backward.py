@@ -51,3 +51,32 @@ def convlstm_backward(x, h, c, weights, biases, c_next, g_h, g_c):
         g_xh = g_xh + conv2d_input(xh.shape, w, g_pre, padding=pad)
     d = x.shape[1]
     return g_xh[:, :d], g_xh[:, d:], g_ct * sf, g_weights, g_biases
+
+
+def register_autograd(attention_op: str, convlstm_op: str) -> None:
+    """Make the custom ops ``attention_op`` / ``convlstm_op`` (``"namespace::name"``, with the
+    signatures of ``jsla::attention`` / ``jsla::convlstm_step``) differentiable with the formulas
+    above; every fused backend calls this once for its ops."""
+
+    def attention_setup(ctx, inputs, output):
+        feat, eh, weight, _, slope = inputs
+        ctx.slope = slope
+        ctx.save_for_backward(feat, eh, weight, output[1])
+
+    def attention_grad(ctx, g_out, g_alpha):
+        feat, eh, weight, alpha = ctx.saved_tensors
+        g_feat, g_eh, g_weight, g_bias = attention_backward(feat, eh, weight, alpha, ctx.slope, g_out, g_alpha)
+        return g_feat, g_eh, g_weight, g_bias, None
+
+    def convlstm_setup(ctx, inputs, output):
+        x, h, c, weights, biases = inputs
+        ctx.branches = len(weights)
+        ctx.save_for_backward(x, h, c, output[1], *weights, *biases)
+
+    def convlstm_grad(ctx, g_h, g_c):
+        x, h, c, c_next, *params = ctx.saved_tensors
+        weights, biases = params[:ctx.branches], params[ctx.branches:]
+        return convlstm_backward(x, h, c, weights, biases, c_next, g_h, g_c)
+
+    torch.library.register_autograd(attention_op, attention_grad, setup_context=attention_setup)
+    torch.library.register_autograd(convlstm_op, convlstm_grad, setup_context=convlstm_setup)

@@ -10,7 +10,7 @@ import importlib
 
 import torch
 
-from .backward import attention_backward, convlstm_backward
+from .backward import register_autograd
 
 _BUILD_HINT = ("build it with `pip install --no-build-isolation -e .` (or `python setup.py build_ext --inplace`) "
                "in the jsla_fast checkout, with torch installed and a C++ compiler on PATH")
@@ -27,7 +27,7 @@ def _load() -> str | None:
 _UNAVAILABLE = _load()
 
 
-def unavailable_reason() -> str | None:
+def unavailable_reason(device: torch.device | None = None) -> str | None:
     """None when the cpp backend can run, else why not and what to do."""
     return _UNAVAILABLE
 
@@ -49,29 +49,7 @@ def _register() -> None:
     def _(x, h, c, weights, biases):
         return torch.empty_like(h), torch.empty_like(h)
 
-    def attention_setup(ctx, inputs, output):
-        feat, eh, weight, _, slope = inputs
-        ctx.slope = slope
-        ctx.save_for_backward(feat, eh, weight, output[1])
-
-    def attention_grad(ctx, g_out, g_alpha):
-        feat, eh, weight, alpha = ctx.saved_tensors
-        g_feat, g_eh, g_weight, g_bias = attention_backward(feat, eh, weight, alpha, ctx.slope, g_out, g_alpha)
-        return g_feat, g_eh, g_weight, g_bias, None
-
-    def convlstm_setup(ctx, inputs, output):
-        x, h, c, weights, biases = inputs
-        ctx.branches = len(weights)
-        ctx.save_for_backward(x, h, c, output[1], *weights, *biases)
-
-    def convlstm_grad(ctx, g_h, g_c):
-        x, h, c, c_next, *params = ctx.saved_tensors
-        weights, biases = params[:ctx.branches], params[ctx.branches:]
-        g_x, g_hp, g_cp, g_w, g_b = convlstm_backward(x, h, c, weights, biases, c_next, g_h, g_c)
-        return g_x, g_hp, g_cp, g_w, g_b
-
-    torch.library.register_autograd("jsla::attention", attention_grad, setup_context=attention_setup)
-    torch.library.register_autograd("jsla::convlstm_step", convlstm_grad, setup_context=convlstm_setup)
+    register_autograd("jsla::attention", "jsla::convlstm_step")
 
 
 if _UNAVAILABLE is None:
