@@ -113,9 +113,10 @@ def _softmax_scale_kernel(
     ex = tl.where(p_ok, tl.exp(logit - mx), 0.0)
     alpha = ex / tl.sum(ex, axis=0)
 
-    # One program per image stores alpha; the mask does it without a branch.
-    a_off = b.to(tl.int64) * sab + h * sah + w * saw
-    tl.store(alpha_ptr + a_off, alpha.to(alpha_ptr.dtype.element_ty), mask=p_ok & (cb == 0))
+    # One program per image stores alpha (a uniform branch: the whole program takes it or not).
+    if cb == 0:
+        a_off = b.to(tl.int64) * sab + h * sah + w * saw
+        tl.store(alpha_ptr + a_off, alpha.to(alpha_ptr.dtype.element_ty), mask=p_ok)
 
     f_base = f_ptr + b.to(tl.int64) * sfb
     o_base = out_ptr + b.to(tl.int64) * sob
