@@ -109,9 +109,19 @@ def test_large_logits_are_stable(seed):
     """Logits in the hundreds overflow a softmax that does not subtract the max."""
     feat, eh, weight, bias = make_inputs(seed, 2, 17, 7, 6, 5, wscale=200.0)
     out, alpha = attention_forward(feat, eh, weight, bias, 0.01)
-    ref_out, ref_alpha = attention_reference(feat, eh, weight, bias, 0.01)
     assert torch.isfinite(out).all() and torch.isfinite(alpha).all()
-    check_fp32(out, alpha, ref_out, ref_alpha)
+    # With logits in the hundreds, float32 rounding of the logit sum becomes relative error in alpha
+    # through exp, for any float32 implementation (PyTorch's own float32 reference included): a
+    # sum of terms w*a rounds by ~u * S, S = the largest sum of |w*a| over a position's window.
+    # So compare with the exact (float64) result at 2 u S relative to the output's scale
+    # (measured over 60 seeds: this kernel <= 0.1 u S, PyTorch's float32 conv <= 0.36 u S).
+    exact = attention_reference(feat.double(), eh.double(), weight.double(), bias.double(), 0.01)
+    a = torch.nn.functional.leaky_relu((feat + eh).double(), 0.01).abs()
+    cond = float(torch.nn.functional.conv2d(a, weight.double().abs(), padding=2).max())
+    u = 2.0 ** -24
+    for got, want in zip((out, alpha), exact):
+        err, bound = float((got.double() - want).abs().max()), 2 * u * cond * float(want.abs().max())
+        assert err <= bound, (err, bound)
 
 
 def test_poisoned_outputs_are_fully_written(seed):
