@@ -88,7 +88,12 @@ def model_classes() -> dict:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
     """Build the model a checkpoint describes (JSLA or PoseNet), load its weights and
     normalisation, and return it in eval mode."""
-    payload = read_checkpoint(path, map_location)
+    return model_from_payload(read_checkpoint(path, map_location), path).to(map_location)
+
+
+def model_from_payload(payload: dict[str, Any], path: str | Path):
+    """The model of a payload :func:`read_checkpoint` returned (for callers that also want its
+    ``extra``, without reading the file twice); ``path`` names it in errors."""
     classes = model_classes()
     kind = payload.get("model", "jsla")
     if kind not in classes:
@@ -113,4 +118,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
             model.normalization = Normalization.from_dict(payload["normalization"])
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise CheckpointError(path, f"malformed normalization: {e}") from None
-    return model.to(map_location).eval()
+    return model.eval()

@@ -15,9 +15,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-import torch
 
 from jsla_fast.bench import camera_frames, untrained_checkpoint
+from jsla_fast.data import rgb_tensor
 from jsla_fast.ros.camera_image import ENCODINGS, decode_compressed, decode_image
 from jsla_fast.ros.launch import PACKAGE_DIR, NodeProcess, RosMaster, free_port, ros_environment, why_missing
 
@@ -96,7 +96,7 @@ def ask(pub, collector, msg, timeout: float = 30.0):
 
 
 def expected_pose(localizer, rgb: np.ndarray) -> np.ndarray:
-    return np.array(localizer.localize(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)).pose)
+    return np.array(localizer.localize(rgb_tensor(rgb)).pose)
 
 
 def test_poses_equal_predict_with_the_input_stamps_and_frame(tmp_path, master, node, ros, camera, checkpoint, seed):

@@ -20,7 +20,16 @@ def load_image(path: str | Path) -> torch.Tensor:
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"image {path} is unreadable ({type(e).__name__}: {e}); replace it, or run with "
                         "--skip-bad to skip unreadable images") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return rgb_tensor(array)
+
+
+def rgb_tensor(array: np.ndarray) -> torch.Tensor:
+    """RGB ``uint8 [H,W,3]`` -> ``[3,H,W]`` float32 in [0, 1] (a new tensor): the model's image input,
+    the same for files (:func:`load_image`) and camera messages (the ROS node)."""
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # torch warns on read-only memory (PIL's and messages' buffers)
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -30,7 +30,8 @@ from diagnostic_updater import Updater
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from sensor_msgs.msg import CompressedImage, Image
 
-from ..checkpoint import read_checkpoint
+from ..checkpoint import model_from_payload, read_checkpoint
+from ..data import rgb_tensor
 from ..inference import attention_picture
 from ..runtime import Localizer
 from .camera_image import ImageError, decode_compressed, decode_image, encode_image
@@ -106,9 +107,10 @@ def covariance_sigmas(extra: dict, position_sigma: float, orientation_sigma: flo
 class LocalizeNode:
     def __init__(self, params: dict) -> None:
         self.p = params
-        self.localizer = Localizer(params["checkpoint"], params["device"], backend=params["backend"],
-                                   threads=params["threads"] or None)
-        extra = read_checkpoint(params["checkpoint"]).get("extra", {})
+        payload = read_checkpoint(params["checkpoint"])  # read once: the model and its validation errors
+        self.localizer = Localizer(model_from_payload(payload, params["checkpoint"]), params["device"],
+                                   backend=params["backend"], threads=params["threads"] or None)
+        extra = payload.get("extra", {})
         sp, so, self.sigma_source = covariance_sigmas(extra, params["position_sigma"], params["orientation_sigma"])
         self.covariance = [sp * sp if i == j < 3 else so * so if i == j else 0.0 for i in range(6) for j in range(6)]
         self.frames = LatestFrame(max_age=params["max_age"])
@@ -161,7 +163,7 @@ class LocalizeNode:
     def process(self, frame) -> None:
         msg = frame.payload
         rgb = self.decode(msg)
-        image = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
+        image = rgb_tensor(rgb)
         start = time.monotonic()
         result = self.localizer.localize(image)
         if self.p["test_delay"]:
