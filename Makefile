@@ -6,7 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.jsla_fast-installed
 EXT    := $(VENV)/.jsla_fast-extension
-CSRC   := $(wildcard csrc/*/*.cpp csrc/*/*.h)
+CSRC   := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
+# nvcc compiles the CUDA kernels (a check on machines without a GPU): from PATH or the usual place
+NVCC   ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 # torch 2.13.0 is the version CI pins; override e.g. TORCH=torch==2.5.1 for another build.
 TORCH  ?= torch==2.13.0
 
@@ -37,10 +39,14 @@ ros: $(STAMP)
 demo: $(EXT) ros
 	$(BIN)/python -m jsla_fast.demo
 
-# The torch-free kernel library and its C++ unit tests (CMake + ctest).
-ctest:
-	@cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release > build-cmake.log 2>&1 || (cat build-cmake.log; exit 1)
+# The torch-free kernel library and its C++ unit tests (CMake + ctest); with nvcc, the CUDA kernels
+# and their binding are compiled for sm_80 and sm_90 too (compile only: no GPU here).
+ctest: $(STAMP)
+	@cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC) \
+	  -DJSLA_TORCH_INCLUDE="$$($(BIN)/python -c 'from torch.utils.cpp_extension import include_paths as p; print(";".join(p()))')") \
+	  > build-cmake.log 2>&1 || (cat build-cmake.log; exit 1)
 	@cmake --build build/cmake -j2 >> build-cmake.log 2>&1 || (cat build-cmake.log; exit 1)
+	@grep -o "jsla: .*" build-cmake.log | head -1
 	ctest --test-dir build/cmake --output-on-failure
 
 # pytest exits 5 when it collects nothing: that means the suite went missing, so fail loudly.

@@ -4,6 +4,8 @@ The extension needs torch at build time (pip install --no-build-isolation, as th
 Environment:
   JSLA_FAST_NO_EXT=1      install the pure-Python package only (backend="cpp" then says so)
   JSLA_FAST_CPU_ARCH=...  value of -march for the CPU kernels (default: native, i.e. this machine)
+  JSLA_FAST_NO_CUDA=1     leave the CUDA kernels out (they are built when torch has CUDA and nvcc is found)
+  JSLA_FAST_CUDA_ARCHS    compute capabilities to build for, ";"-separated (default "80;90")
 """
 import os
 from pathlib import Path
@@ -13,21 +15,46 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 
 
+def cuda_build() -> str | None:
+    """Why the CUDA kernels are left out of this build, or None when they go in: they need a
+    CUDA build of torch and nvcc (CUDA_HOME)."""
+    if os.environ.get("JSLA_FAST_NO_CUDA"):
+        return "JSLA_FAST_NO_CUDA is set"
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU build"
+    if CUDA_HOME is None or not (Path(CUDA_HOME) / "bin" / "nvcc").exists():
+        return "nvcc was not found (set CUDA_HOME to the CUDA toolkit)"
+    return None
+
+
 def extensions():
     if os.environ.get("JSLA_FAST_NO_EXT"):
         return [], {}
     try:
-        from torch.utils.cpp_extension import BuildExtension, CppExtension
+        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     except ImportError:
         print("jsla_fast: torch is not importable at build time; building without the C++ extension "
               "(install torch first, then pip install --no-build-isolation -e .)")
         return [], {}
-    sources = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("csrc/kernels/*.cpp"), *ROOT.glob("csrc/torch/*.cpp")])
+    no_cuda = cuda_build()
+    sources = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("csrc/kernels/*.cpp"), *ROOT.glob("csrc/torch/*.cpp")]
+                     if no_cuda is None or p.name != "cuda.cpp")
     arch = os.environ.get("JSLA_FAST_CPU_ARCH", "native")
     # -fopenmp: at::parallel_for is inlined from ATen/ParallelOpenMP.h; without it the ops run on one thread
-    ext = CppExtension("jsla_fast._C", sources, include_dirs=[str(ROOT / "csrc")],
-                       extra_compile_args=["-O3", f"-march={arch}", "-fopenmp", "-Wall"],
-                       extra_link_args=["-fopenmp"])
+    cxx = ["-O3", f"-march={arch}", "-fopenmp", "-Wall"]
+    kwargs = dict(include_dirs=[str(ROOT / "csrc")], extra_link_args=["-fopenmp"])
+    if no_cuda is None:
+        sources += sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("csrc/cuda/*.cu"))
+        # sm_80 (A100) and sm_90 (H100/H200) machine code; JSLA_FAST_CUDA_ARCHS="80;90" by default
+        archs = os.environ.get("JSLA_FAST_CUDA_ARCHS", "80;90").split(";")
+        nvcc = ["-O3", *[f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]]
+        ext = CUDAExtension("jsla_fast._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
+    else:
+        print(f"jsla_fast: building the CPU kernels only ({no_cuda})")
+        ext = CppExtension("jsla_fast._C", sources, extra_compile_args=cxx, **kwargs)
     return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
 
 

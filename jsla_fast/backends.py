@@ -4,7 +4,8 @@
     cpp        C++ CPU kernels, torch.ops.jsla.* (csrc/)
     triton     Triton kernels (kernels/), torch.ops.jsla_triton.*: CUDA, and CPU inside Triton's
                interpreter (TRITON_INTERPRET=1, for tests)
-    cuda       CUDA kernels (csrc/cuda): not in this release yet, asking for it says so
+    cuda       CUDA kernels (csrc/cuda) on the same torch.ops.jsla.* (built when torch has CUDA and nvcc
+               is found at build time)
     auto       the fastest available for the device: AUTO_ORDER below
 
 The model (``JSLA(..., backend=)``), the ops (:mod:`jsla_fast.ops`), the runtime and the bench all
@@ -43,23 +44,19 @@ BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", ("cpu", "cuda"), attention_reference, convlstm_step_reference, lambda device: None,
                          (torch.float32, torch.float64, torch.float16, torch.bfloat16)),
     "cpp": Backend("cpp", ("cpu",), cpp.attention, cpp.convlstm_step, cpp.unavailable_reason),
+    "cuda": Backend("cuda", ("cuda",), cpp.attention, cpp.convlstm_step, cpp.cuda_unavailable_reason,
+                    (torch.float32, torch.float16, torch.bfloat16)),
     "triton": Backend("triton", ("cuda", "cpu"), triton.attention, triton.convlstm_step, triton.unavailable_reason,
                       (torch.float32, torch.float16, torch.bfloat16)),
 }
-#: names users may know from SPEC.md whose kernels are not part of this release yet
-NOT_YET: dict[str, str] = {
-    "cuda": "the CUDA kernels are not in this release yet (use backend='reference' on GPU for now)",
-}
 #: fastest first; 'auto' takes the first one available for the device
 AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference")}
-NAMES = ("auto", *BACKENDS, *NOT_YET)
+NAMES = ("auto", *BACKENDS)
 
 
 def why_unavailable(name: str, device: torch.device | str = "cpu") -> str | None:
     """None when backend ``name`` can run on ``device``, else the reason."""
     device = torch.device(device)
-    if name in NOT_YET:
-        return NOT_YET[name]
     if name not in BACKENDS:
         return f"unknown backend {name!r}; choose one of {', '.join(NAMES)}"
     backend = BACKENDS[name]
@@ -69,17 +66,23 @@ def why_unavailable(name: str, device: torch.device | str = "cpu") -> str | None
     return backend.unavailable(device)
 
 
-def available(device: torch.device | str = "cpu") -> list[str]:
-    """The backends that can run on ``device``, fastest first."""
-    return [n for n in AUTO_ORDER[torch.device(device).type] if why_unavailable(n, device) is None]
+def available(device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> list[str]:
+    """The backends that can run on ``device`` (with ``dtype``, when given), fastest first."""
+    return [n for n in AUTO_ORDER[torch.device(device).type] if why_unavailable(n, device) is None
+            and (dtype is None or dtype in BACKENDS[n].dtypes)]
 
 
-def resolve(name: str, device: torch.device | str = "cpu") -> Backend:
-    """The backend called ``name`` (or the fastest one for ``device`` when ``name == 'auto'``)."""
+def resolve(name: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Backend:
+    """The backend called ``name`` (or the fastest one for ``device`` and ``dtype`` when
+    ``name == 'auto'``)."""
     device = torch.device(device)
     if name == "auto":
-        return BACKENDS[available(device)[0]]
+        return BACKENDS[available(device, dtype)[0]]
     reason = why_unavailable(name, device)
     if reason is not None:
         raise BackendUnavailable(f"backend {name!r} is not available: {reason}")
-    return BACKENDS[name]
+    backend = BACKENDS[name]
+    if dtype is not None and dtype not in backend.dtypes:
+        raise BackendUnavailable(f"backend {name!r} does not support {dtype}; it runs "
+                                 f"{', '.join(str(d) for d in backend.dtypes)} (or use backend='auto')")
+    return backend

@@ -12,6 +12,11 @@ What it does to the loaded model (each exact in eval, each an option):
 - channels-last memory format for the backbone's convolutions;
 - on CPU, the backbone frozen as a TorchScript graph (oneDNN weights prepacked once, conv+ReLU
   fused, no Python per layer);
+- on CUDA, an optional fp16/bf16 ``dtype`` (folding is done in fp32 first), and the whole
+  per-frame forward captured in a CUDA graph per input shape and replayed: one launch of the
+  graph instead of hundreds of kernel launches. The layer choice is data dependent, so the graph
+  runs the model's static form (every candidate branch, each sample's chosen one gathered by
+  index), which equals the eager model for every possible choice (see ``GraphedForward``);
 - inference mode, and a configurable thread count.
 ``predict`` and the ROS node use it; ``evaluate`` uses the unmodified model.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,7 @@ from torch import nn
 
 from .backends import resolve
 from .checkpoint import load_checkpoint
+from .model.jsla import gather_attention
 from .normalization import Normalization
 
 log = logging.getLogger("jsla_fast.runtime")
@@ -43,6 +49,14 @@ class Localization:
     layers: list[int]
     attention: list[np.ndarray]  #: per step [h,w]
     ms: float  #: preprocessing + forward, wall clock
+
+
+def _dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""), None)
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise ValueError(f"dtype must be float32, float16, bfloat16 or float64, got {dtype!r}")
+    return dtype
 
 
 def preprocessing(model) -> Normalization:
@@ -109,51 +123,117 @@ class FrozenBackbone(nn.Module):
         return dict(zip(self.names, self.graph(x)))
 
 
+class GraphedForward:
+    """The model's forward on one input shape captured in a CUDA graph and replayed.
+
+    Captured in the model's static form (``static_graph``): every candidate branch runs and each
+    sample takes its chosen branch's output by a gather, so no host decision sits inside the graph
+    and the result equals the eager (chosen-branch-only) model for whatever layers the frame picks.
+    Every branch's attention map is an output; the chosen ones are picked after the replay.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, warmup: int = 3) -> None:
+        self.input = example.clone()
+        static = model.static_graph
+        model.static_graph = True
+        try:
+            # warm up on a side stream (cuDNN algorithm search, Triton compilation, the allocator),
+            # as torch.cuda.graphs recommends, then capture
+            side = torch.cuda.Stream(example.device)
+            side.wait_stream(torch.cuda.current_stream(example.device))
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    model(self.input)
+            torch.cuda.current_stream(example.device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.output = model(self.input)
+        finally:
+            model.static_graph = static
+
+    def __call__(self, images: torch.Tensor):
+        """Replays on ``images`` (same shape, dtype, device as the example); returns a fresh
+        JSLAOutput whose ``attention`` holds each sample's chosen maps."""
+        self.input.copy_(images)
+        self.graph.replay()
+        out = self.output
+        layers = out.layers.clone()
+        attention = [gather_attention([m.clone() for m in maps], layers[:, t])
+                     for t, maps in enumerate(out.branch_attention)]
+        return replace(out, pose=None if out.pose is None else out.pose.clone(),
+                       logits=None if out.logits is None else out.logits.clone(), layers=layers,
+                       attention=attention, selection_logits=[s.clone() for s in out.selection_logits],
+                       pose_raw=None if out.pose_raw is None else out.pose_raw.clone(), aux=[a.clone() for a in out.aux],
+                       branch_attention=[])
+
+
 class Localizer:
     """A loaded model prepared for fast inference (see the module docstring).
 
     ``source``: a checkpoint path or a model (which is then modified in place when ``optimize``).
-    ``backend``: a name from :mod:`jsla_fast.backends` ('auto' = fastest available).
+    ``backend``: a name from :mod:`jsla_fast.backends` ('auto' = fastest available for the
+    device and dtype).
     ``threads``: torch's intra-op threads (process-wide), None leaves it as is.
+    ``dtype``: the model's floating-point type (``torch.float16``/``"bfloat16"``... ; None keeps
+    the model's); inputs are cast to it.
+    ``cuda_graph``: capture the forward in a CUDA graph per input shape (None: on CUDA when
+    ``optimize``).
     """
 
     def __init__(self, source: str | Path | nn.Module, device: str | torch.device = "cpu", backend: str = "auto",
-                 threads: int | None = None, optimize: bool = True, channels_last: bool = True) -> None:
+                 threads: int | None = None, optimize: bool = True, channels_last: bool = True,
+                 dtype: torch.dtype | str | None = None, cuda_graph: bool | None = None) -> None:
         self.device = torch.device(device)
         if threads:
             torch.set_num_threads(threads)
         model = source if isinstance(source, nn.Module) else load_checkpoint(source, map_location=self.device)
         # frozen parameters: no autograd bookkeeping, and the fused ops may cache packed weights
         model = model.to(self.device).eval().requires_grad_(False)
-        self.backend = resolve(backend, self.device).name
+        self.dtype = next(model.parameters()).dtype if dtype is None else _dtype(dtype)
+        self.backend = resolve(backend, self.device, self.dtype).name
         if hasattr(model, "set_backend"):
             model.set_backend(self.backend)
-        if optimize:
+        if optimize:  # in float32, before any cast to a 16-bit type
             fold_batchnorm(model)
             for module in model.modules():
                 if hasattr(module, "freeze"):
                     module.freeze()
+        model = model.to(self.dtype)
         self.channels_last = channels_last
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if optimize and self.device.type == "cpu" and hasattr(model, "backbone"):
-            size = preprocessing(model).crop if getattr(model, "normalization", None) is not None else None
-            example = torch.zeros(1, 3, size or 224, size or 224, device=self.device)
-            if channels_last:
-                example = example.contiguous(memory_format=torch.channels_last)
+            example = self._example(model, 1)
             try:
                 model.backbone = FrozenBackbone(model.backbone, example)
             except RuntimeError as e:  # an exotic backbone TorchScript can't trace: stay eager
                 log.warning("backbone stays eager (TorchScript freezing failed: %s)", e)
+        if cuda_graph is None:
+            cuda_graph = optimize and self.device.type == "cuda" and hasattr(model, "static_graph")
+        if cuda_graph and (self.device.type != "cuda" or not hasattr(model, "static_graph")):
+            raise ValueError("cuda_graph=True needs a CUDA device and a JSLA model "
+                             f"(got device {self.device}, model {type(model).__name__})")
+        self.cuda_graph = cuda_graph
+        self.graphs: dict[tuple[int, ...], GraphedForward] = {}
         self.model = model
+
+    def _example(self, model, batch: int) -> torch.Tensor:
+        size = preprocessing(model).crop if getattr(model, "normalization", None) is not None else 224
+        example = torch.zeros(batch, 3, size, size, device=self.device, dtype=self.dtype)
+        return example.contiguous(memory_format=torch.channels_last) if self.channels_last else example
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor):
         """Normalised images ``[B,3,H,W]`` -> the model's output (JSLAOutput)."""
-        images = images.to(self.device)
+        images = images.to(self.device, self.dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
+        if not self.cuda_graph:
+            return self.model(images)
+        graphed = self.graphs.get(tuple(images.shape))
+        if graphed is None:  # first frame of this shape: capture (a few eager runs, then the graph)
+            graphed = self.graphs[tuple(images.shape)] = GraphedForward(self.model, images)
+        return graphed(images)
 
     @torch.inference_mode()
     def localize(self, image: torch.Tensor) -> Localization:

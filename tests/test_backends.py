@@ -10,7 +10,8 @@ import torch
 
 from conftest import make_diverse_selector
 from jsla_fast import JSLA, JSLAConfig, save_checkpoint
-from jsla_fast.backends import AUTO_ORDER, NOT_YET, BackendUnavailable, available, resolve, why_unavailable
+from jsla_fast.backends import AUTO_ORDER, BackendUnavailable, available, resolve, why_unavailable
+from jsla_fast.model.jsla import gather_attention
 from jsla_fast.normalization import Normalization
 from jsla_fast.runtime import Localizer, fold_batchnorm
 
@@ -57,15 +58,23 @@ def test_dispatch_table_names_and_errors():
     assert resolve("reference", "cpu").name == "reference"
     with pytest.raises(BackendUnavailable, match="unknown backend 'fast'"):
         resolve("fast")
-    for name in NOT_YET:
-        with pytest.raises(BackendUnavailable, match="not in this release"):
-            resolve(name, "cpu")
+    with pytest.raises(BackendUnavailable, match="runs on cuda, not cpu"):
+        resolve("cuda", "cpu")
     with pytest.raises(BackendUnavailable, match="runs on cpu, not cuda"):
         resolve("cpp", "cuda")
     with pytest.raises(ValueError, match="unknown backend"):
         JSLA(JSLAConfig(), backend="fastest")
-    with pytest.raises(BackendUnavailable, match="not in this release"):
-        JSLA(JSLAConfig(), backend="cuda")
+    with pytest.raises(BackendUnavailable, match="runs on cuda, not cpu"):
+        JSLA(JSLAConfig(), backend="cuda")  # a CPU model
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
+def test_cuda_backend_says_why_it_is_missing():
+    # a CPU build of torch: the extension has no CUDA kernels, and there is no device
+    reason = why_unavailable("cuda", "cuda")
+    assert reason is not None
+    assert ("built without its CUDA kernels" in reason and torch.__version__ in reason) or "no CUDA device" in reason
+    assert "cuda" not in available("cpu")
 
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
@@ -146,6 +155,57 @@ def test_localizer_equals_reference_model(images, seed, tmp_path):
             b.attention.bn for b in loc.model.branches]
     result = loc.localize(torch.rand(3, 300, 400))
     assert len(result.pose) == 7 and len(result.layers) == 3 and result.ms > 0
+
+
+def force_layer(model: JSLA, layer: int) -> None:
+    """Every sample picks candidate ``layer`` at every step."""
+    with torch.no_grad():
+        model.select_layer.fc2.weight.zero_()
+        model.select_layer.fc2.bias.zero_()
+        model.select_layer.fc2.bias[layer] = 1.0
+
+
+@pytest.mark.parametrize("backend", ["reference", *FUSED])
+def test_static_graph_equals_eager_for_every_layer_choice(backend, images, seed):
+    """The static form (what CUDA graphs and ONNX capture: every branch runs, each sample's chosen
+    one is gathered) equals the eager model, which runs only the chosen branch, for every choice
+    of layer and for a batch whose samples choose differently."""
+    base = trained_like_model(seed, images).set_backend(backend)
+    for layer in [None, *range(len(base.branches))]:
+        model = copy.deepcopy(base)
+        if layer is not None:
+            force_layer(model, layer)
+        with torch.inference_mode():
+            want = model(images)
+            model.static_graph = True
+            got = model(images)
+        chosen = set(want.layers.flatten().tolist())
+        assert chosen == {layer} if layer is not None else len(set(want.layers[:, 0].tolist())) > 1, chosen
+        assert got.layers.tolist() == want.layers.tolist()
+        assert got.attention == [] and len(got.branch_attention) == model.config.steps
+        torch.testing.assert_close(got.pose, want.pose, rtol=0, atol=1e-6)
+        for t, maps in enumerate(got.branch_attention):
+            torch.testing.assert_close(gather_attention(maps, got.layers[:, t]), want.attention[t], rtol=0, atol=1e-7)
+
+
+def test_localizer_dtype_option(images, seed):
+    model = trained_like_model(seed, images)
+    with torch.inference_mode():
+        want = model(images[:2])
+    loc = Localizer(copy.deepcopy(model), dtype="bfloat16")
+    assert loc.backend == "reference"  # auto: the fastest backend that runs bf16 (cpp runs fp32/fp64)
+    assert {p.dtype for p in loc.model.parameters()} == {torch.bfloat16}
+    assert all(t.dtype == torch.bfloat16 for b in loc.model.branches for t in b.attention._frozen)
+    got = loc(images[:2])  # float32 input, cast by the runtime
+    assert got.pose.dtype == torch.bfloat16 and torch.isfinite(got.pose).all()
+    if got.layers.tolist() == want.layers.tolist():  # bf16 rounding may flip a close layer choice
+        torch.testing.assert_close(got.pose.float(), want.pose, rtol=0, atol=0.1)
+    with pytest.raises(BackendUnavailable, match="does not support torch.bfloat16"):
+        Localizer(copy.deepcopy(model), backend="cpp", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        Localizer(copy.deepcopy(model), cuda_graph=True)
+    with pytest.raises(ValueError, match="dtype must be"):
+        Localizer(copy.deepcopy(model), dtype="int8")
 
 
 def test_fold_batchnorm_is_exact_for_the_backbone(seed):

@@ -13,11 +13,14 @@ from jsla_fast import ops
 from jsla_fast.backends import BACKENDS, BackendUnavailable, why_unavailable
 from jsla_fast.model import attention_reference, convlstm_step_reference
 
-FUSED = [name for name in BACKENDS if name != "reference"]
+#: Triton runs on CPU only inside its interpreter, which tests/conftest.py turns on where there is
+#: no GPU: tiny shapes only. Its real shapes, and the CUDA kernels, are the `gpu` tests
+#: (tests/test_triton_*.py, tests/test_gpu.py), so on a GPU machine these CPU tests leave it out.
+INTERPRETED = ("triton",)
+#: the fused backends checked on CPU here
+FUSED = [name for name, b in BACKENDS.items() if name != "reference" and "cpu" in b.devices
+         and not (name in INTERPRETED and torch.cuda.is_available())]
 LAYOUTS = ("contiguous", "channels_last", "strided")
-#: without a GPU, Triton runs in its interpreter (tests/conftest.py): tiny shapes only; the real
-#: shapes of the Triton kernels are their `gpu` tests (tests/test_triton_*.py)
-INTERPRETED = () if torch.cuda.is_available() else ("triton",)
 TINY = 2000  # values per image (C*h*w) an interpreted kernel handles in about a second
 
 

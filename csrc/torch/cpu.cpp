@@ -11,6 +11,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/convlstm.h"
+#include "torch/checks.h"
 
 namespace jsla {
 namespace {
@@ -40,36 +41,15 @@ const Host& torch_host() {
   return host;
 }
 
-Strides4 strides4(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
-
-void check_float_cpu(const Tensor& t, const char* op, const char* name, at::ScalarType dtype) {
-  TORCH_CHECK(t.device().is_cpu(), "jsla::", op, ": ", name, " is on ", t.device(),
-              "; the cpp backend runs on the CPU (use backend='cuda' or 'triton' for GPU tensors)");
-  TORCH_CHECK(t.scalar_type() == dtype, "jsla::", op, ": ", name, " has dtype ", t.scalar_type(), ", expected ",
-              dtype, " like the first input (float32 or float64)");
-}
-
-void check_4d(const Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK(t.dim() == 4, "jsla::", op, ": ", name, " must be 4-d [B,C,H,W], got shape ", t.sizes());
-}
+const OpPlace kCpu{c10::DeviceType::CPU, {at::kFloat, at::kDouble, at::kDouble}, "float32 and float64",
+                   "use backend='cuda' or 'triton' for GPU tensors"};
 
 // -- attention ------------------------------------------------------------------------------
 std::tuple<Tensor, Tensor> attention_cpu(const Tensor& feat, const Tensor& eh, const Tensor& weight,
                                          const Tensor& bias, double slope) {
-  const char* op = "attention";
+  check_attention(feat, eh, weight, bias, kCpu);
   auto dtype = feat.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "jsla::attention: feat has dtype ", dtype,
-              "; the cpp backend supports float32 and float64");
-  for (auto [t, name] : {std::pair{&feat, "feat"}, {&eh, "eh"}, {&weight, "weight"}, {&bias, "bias"}})
-    check_float_cpu(*t, op, name, dtype);
-  check_4d(feat, op, "feat");
-  TORCH_CHECK(eh.sizes() == feat.sizes(), "jsla::attention: eh has shape ", eh.sizes(), " but feat has ",
-              feat.sizes(), "; resize Eh to the feature map's grid first");
   const int64_t C = feat.size(1);
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == C && weight.size(2) == weight.size(3) &&
-                  weight.size(2) % 2 == 1,
-              "jsla::attention: weight must be [1,", C, ",k,k] with k odd, got ", weight.sizes());
-  TORCH_CHECK(bias.numel() == 1, "jsla::attention: bias must hold one value, got shape ", bias.sizes());
   auto out = at::empty_like(feat);
   auto alpha = at::empty({feat.size(0), 1, feat.size(2), feat.size(3)}, feat.options());
   if (feat.numel() == 0) return {out, alpha};
@@ -172,35 +152,9 @@ WeightCache& weight_cache() {
 
 std::tuple<Tensor, Tensor> convlstm_step_cpu(const Tensor& x, const Tensor& h, const Tensor& c,
                                              at::TensorList weights, at::TensorList biases) {
-  const char* op = "convlstm_step";
+  check_convlstm(x, h, c, weights, biases, kCpu);
   auto dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "jsla::convlstm_step: x has dtype ", dtype,
-              "; the cpp backend supports float32 and float64");
-  for (auto [t, name] : {std::pair{&x, "x"}, {&h, "h"}, {&c, "c"}}) {
-    check_float_cpu(*t, op, name, dtype);
-    check_4d(*t, op, name);
-  }
-  TORCH_CHECK(h.sizes() == c.sizes(), "jsla::convlstm_step: h has shape ", h.sizes(), " but c has ", c.sizes());
-  TORCH_CHECK(x.size(0) == h.size(0) && x.size(2) == h.size(2) && x.size(3) == h.size(3),
-              "jsla::convlstm_step: x ", x.sizes(), " and h ", h.sizes(), " differ in batch or grid");
-  TORCH_CHECK(!weights.empty() && weights.size() == biases.size(), "jsla::convlstm_step: got ", weights.size(),
-              " weights and ", biases.size(), " biases; need one of each per branch");
-  const int64_t D = x.size(1), hid = h.size(1), branches = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(hid % branches == 0, "jsla::convlstm_step: ", hid, " hidden channels do not split over ", branches,
-              " branches");
-  const int64_t n = hid / branches;
-  for (int64_t i = 0; i < branches; ++i) {
-    const auto& w = weights[i];
-    const auto& b = biases[i];
-    check_float_cpu(w, op, "weights[i]", dtype);
-    check_float_cpu(b, op, "biases[i]", dtype);
-    TORCH_CHECK(w.dim() == 4 && w.size(0) == 4 * n && w.size(1) == D + hid && w.size(2) == w.size(3) &&
-                    w.size(2) % 2 == 1,
-                "jsla::convlstm_step: weights[", i, "] must be [", 4 * n, ",", D + hid, ",k,k] with k odd, got ",
-                w.sizes());
-    TORCH_CHECK(b.dim() == 1 && b.size(0) == 4 * n, "jsla::convlstm_step: biases[", i, "] must be [", 4 * n,
-                "], got ", b.sizes());
-  }
+  const int64_t D = x.size(1), hid = h.size(1);
   auto fmt = h.suggest_memory_format();
   auto h_out = at::empty(h.sizes(), h.options().memory_format(fmt));
   auto c_out = at::empty(h.sizes(), h.options().memory_format(fmt));

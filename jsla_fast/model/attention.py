@@ -80,6 +80,13 @@ class SpatialAttention(nn.Module):
     def unfreeze(self) -> None:
         self._frozen = None
 
+    def _apply(self, fn, recurse=True):
+        # .to(dtype/device), .half(), .cuda() reach the frozen folded weights too
+        super()._apply(fn, recurse)
+        if self._frozen is not None:
+            self._frozen = tuple(fn(t) for t in self._frozen)
+        return self
+
     @torch.no_grad()
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`fold` without autograd."""

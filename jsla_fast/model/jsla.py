@@ -43,6 +43,9 @@ class JSLAOutput:
     selection_logits: list[torch.Tensor]  #: N tensors [B,K], the layer-selection scores
     pose_raw: torch.Tensor | None = None  #: [B,7] with the quaternion before normalisation (for losses)
     aux: list[torch.Tensor] = field(default_factory=list)  #: per-step head outputs, when enabled
+    #: static graph only: per step, every candidate layer's map [B,1,h_i,w_i]; sample b's map at
+    #: step t is ``branch_attention[t][layers[b, t]][b]``
+    branch_attention: list[list[torch.Tensor]] = field(default_factory=list)
 
 
 class LayerBranch(nn.Module):
@@ -101,8 +104,9 @@ class JSLA(nn.Module):
         self.pose_decoder = PoseDecoder() if cfg.task == "pose" else None
         self.tau = cfg.tau_start
         self.normalization: Normalization | None = None
-        #: eval without data-dependent control flow (every branch runs, one-hot selection; no
-        #: attention maps): what ONNX/torch.export capture
+        #: eval without data-dependent control flow (every branch runs, each sample takes its
+        #: chosen branch by a gather; maps in ``branch_attention``): what ONNX/torch.export and
+        #: CUDA graphs capture
         self.static_graph = False
         self.set_backend(backend)
 
@@ -137,7 +141,7 @@ class JSLA(nn.Module):
         by_name = self.backbone(images)
         feats = [by_name[name] for name in cfg.layers]
         h, c = self.initial_state(feats)
-        hs, layers, attention, selection = [], [], [], []
+        hs, layers, attention, selection, every_map = [], [], [], [], []
         for _ in range(cfg.steps):
             scores = self.select_layer(h)
             if self.training:
@@ -145,8 +149,9 @@ class JSLA(nn.Module):
                 x, alpha = self._attend_all(feats, h, z, index, backend)
             elif self.static_graph:
                 index = scores.argmax(dim=1)
-                z = F.one_hot(index, len(self.branches)).to(scores.dtype)
-                x, alpha = self._attend_all(feats, h, z, None, backend)
+                x, maps = self._attend_every(feats, h, index, backend)
+                every_map.append(maps)
+                alpha = None
             else:
                 x, index, alpha = self._attend_chosen(feats, h, scores, backend)
             h, c = self.convlstm(x, h, c, backend)
@@ -155,16 +160,25 @@ class JSLA(nn.Module):
             if alpha is not None:
                 attention.append(alpha)
             selection.append(scores)
-        return self._predict(hs, torch.stack(layers, dim=1), attention, selection)
+        out = self._predict(hs, torch.stack(layers, dim=1), attention, selection)
+        out.branch_attention = every_map
+        return out
 
     def _attend_all(self, feats, h, z, index, backend):
-        """Every branch runs and ``x = sum_i z_i x_i``: in training so the straight-through
-        gradient reaches the selection scores; in a static graph (export) with a one-hot ``z``,
-        which equals running only the chosen branch exactly. ``index`` None skips the attention
-        maps (their gather is data dependent)."""
+        """Training: every branch runs and ``x = sum_i z_i x_i``, so the straight-through
+        gradient reaches the selection scores."""
         outs = [branch(f, h, backend) for branch, f in zip(self.branches, feats)]
         x = sum(z[:, i, None, None, None] * x_i for i, (x_i, _) in enumerate(outs))
-        return x, None if index is None else _gather_attention([a for _, a in outs], index)
+        return x, gather_attention([a for _, a in outs], index)
+
+    def _attend_every(self, feats, h, index, backend):
+        """Static graph: every branch runs and each sample's ``x`` is gathered from its chosen
+        branch, which equals running only that branch bit for bit (no arithmetic touches the
+        other branches' outputs, so not even an inf there leaks in). Returns every branch's map."""
+        outs = [branch(f, h, backend) for branch, f in zip(self.branches, feats)]
+        xs = torch.stack([x_i for x_i, _ in outs])  # [K,B,D,G,G]
+        x = xs.gather(0, index.view(1, -1, 1, 1, 1).expand(1, *xs.shape[1:])).squeeze(0)
+        return x, [a for _, a in outs]
 
     def _attend_chosen(self, feats, h, scores, backend):
         """Inference: deterministic argmax; only the chosen branch runs, per sample."""
@@ -180,7 +194,7 @@ class JSLA(nn.Module):
             x_i, a_i = self.branches[i](feats[i][rows], h[rows], backend)
             x[rows] = x_i
             alphas[i] = a_i.new_zeros(h.shape[0], *a_i.shape[1:]).index_copy(0, rows, a_i)
-        return x, index, _gather_attention(alphas, index)
+        return x, index, gather_attention(alphas, index)
 
     def _predict(self, hs, layers, attention, selection) -> JSLAOutput:
         pooled = torch.cat(hs, dim=1).mean(dim=(2, 3))
@@ -205,7 +219,7 @@ class JSLA(nn.Module):
         return model
 
 
-def _gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor) -> torch.Tensor:
+def gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor) -> torch.Tensor:
     """Per sample, the attention map of the layer it chose, as one [B,1,h,w] tensor.
 
     When samples chose layers on different grids, maps are brought to the finest chosen grid

@@ -1,8 +1,11 @@
-"""The C++ CPU backend: loads the extension ``jsla_fast._C`` (which defines ``torch.ops.jsla.*``)
-and registers the ops' fake kernels (shapes for torch.compile / export) and autograd formulas.
+"""The C++ extension ``jsla_fast._C``: ``torch.ops.jsla.*`` with CPU kernels (backend ``cpp``) and,
+when it was built with CUDA, CUDA kernels on the same ops (backend ``cuda``: the dispatcher picks
+by the tensors' device). Registers the ops' fake kernels (shapes for torch.compile / export) and
+autograd formulas once, for both.
 
-The package imports without the extension; :func:`unavailable_reason` then says why and how to
-build it, and ``backend="cpp"`` raises that message.
+The package imports without the extension; :func:`unavailable_reason` and
+:func:`cuda_unavailable_reason` then say why and how to build it, and asking for the backend
+raises that message.
 """
 from __future__ import annotations
 
@@ -30,6 +33,18 @@ _UNAVAILABLE = _load()
 def unavailable_reason(device: torch.device | None = None) -> str | None:
     """None when the cpp backend can run, else why not and what to do."""
     return _UNAVAILABLE
+
+
+def cuda_unavailable_reason(device: torch.device | None = None) -> str | None:
+    """None when the CUDA kernels of the extension can run, else why not and what to do."""
+    if _UNAVAILABLE is not None:
+        return _UNAVAILABLE
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("jsla::attention", "CUDA"):
+        return ("jsla_fast._C was built without its CUDA kernels (they need a CUDA build of torch and nvcc at build "
+                "time; torch here is " + torch.__version__ + "); " + _BUILD_HINT)
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    return None
 
 
 def attention(feat, eh, weight, bias, slope):
