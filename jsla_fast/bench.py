@@ -12,12 +12,15 @@ and p90. Ratios are against the reference eager row of the same op, shape and ba
 Rows: ``attention`` on the four candidate-layer shapes (480x28x28, 512x14x14, 832x14x14,
 1024x7x7, k=5), ``convlstm`` (x [B,128,14,14], hidden 96 = 4 x 24, kernels 1,3,5,7) and ``e2e``
 (JSLA at 224x224, N=3; ``runtime`` says how it ran: ``eager`` is the model as trained,
-``localizer`` is :class:`jsla_fast.runtime.Localizer` with folding and channels-last).
+``localizer`` is :class:`jsla_fast.runtime.Localizer` with folding and channels-last,
+``localizer+graph`` the same replayed from a CUDA graph). On GPU, ``compile`` uses
+``mode="max-autotune"``.
 Backends: ``reference`` (PyTorch eager), the fused ones available here (``cpp``, ...),
 ``compile`` (torch.compile of the reference) and ``onnxruntime`` (e2e, the exported reference).
 Per-op rows carry GFLOP/s and GB/s against the op's minimum FLOPs and bytes
-(:mod:`jsla_fast.ops.cost`) and ``roofline_pct`` = floor time / measured time, where the floor
-uses this machine's peaks measured at start (a large matmul, a large copy).
+(:mod:`jsla_fast.ops.cost`), ``roofline_pct`` = floor time / measured time, where the floor
+uses this machine's peaks measured at start (a large matmul, a large copy), and the achieved
+rates as a share of each peak (``copy_bw_pct``, ``matmul_pct``).
 """
 from __future__ import annotations
 
@@ -89,8 +92,9 @@ def summary(times: list[float]) -> dict:
 
 
 def machine_peaks(device: torch.device, dtype: torch.dtype) -> dict:
-    """Achievable peaks of this device: GFLOP/s of a 2048^3 matmul, GB/s of a 256 MB copy."""
-    n = 2048
+    """Achievable peaks of this device: GFLOP/s of an n^3 matmul in the bench's dtype (n = 2048 on
+    CPU, 8192 on GPU, where smaller ones do not fill the chip), GB/s of a 256 MB copy."""
+    n = 8192 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     flops_ms = statistics.median(measure(lambda: a @ b, 5, 2, device))
@@ -98,7 +102,8 @@ def machine_peaks(device: torch.device, dtype: torch.dtype) -> dict:
     dst = torch.empty_like(src)
     copy_ms = statistics.median(measure(lambda: dst.copy_(src), 5, 2, device))
     return {"peak_gflops": 2 * n ** 3 / flops_ms / 1e6, "peak_gbps": 2 * src.numel() * 4 / copy_ms / 1e6,
-            "peaks_how": "median of a 2048^3 matmul and of a 256 MB copy (read + write) in this run"}
+            "peaks_how": f"median of a {n}^3 {str(dtype).replace('torch.', '')} matmul and of a 256 MB copy "
+                         "(read + write) in this run"}
 
 
 class PeakMemory:
@@ -132,21 +137,28 @@ class PeakMemory:
 
 
 # -- rows -----------------------------------------------------------------------------------------
-def op_functions(backends: list[str]) -> dict[str, tuple[Callable, Callable]]:
+def compile_mode(device: torch.device) -> str | None:
+    """torch.compile's mode for the ``compile`` rows: on GPU the strongest one (autotuned Triton
+    kernels and CUDA graphs), the fair rival of the fused backends."""
+    return "max-autotune" if device.type == "cuda" else None
+
+
+def op_functions(backends: list[str], device: torch.device) -> dict[str, tuple[Callable, Callable]]:
     """backend -> (attention, convlstm_step) for the per-op rows."""
     fns = {}
     for name in backends:
         if name in BACKENDS:
             fns[name] = (BACKENDS[name].attention, BACKENDS[name].convlstm_step)
         elif name == "compile":
-            fns[name] = (torch.compile(attention_reference, dynamic=False),
-                         torch.compile(convlstm_step_reference, dynamic=False))
+            mode = compile_mode(device)
+            fns[name] = (torch.compile(attention_reference, dynamic=False, mode=mode),
+                         torch.compile(convlstm_step_reference, dynamic=False, mode=mode))
     return fns
 
 
 def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks) -> list[dict]:
     rows = []
-    fns = op_functions(backends)
+    fns = op_functions(backends, device)
     gen = torch.Generator(device="cpu").manual_seed(0)
 
     def rand(*shape, scale=1.0):
@@ -184,19 +196,25 @@ def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, war
         rows.append({"name": name, "backend": backend, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
                      "shape": shape, **s, "gflops": flops / sec / 1e9, "gbps": nbytes / sec / 1e9,
                      "min_flops": flops, "min_bytes": nbytes, "floor_ms": floor * 1e3,
-                     "roofline_pct": 100 * floor / sec})
+                     "roofline_pct": 100 * floor / sec,
+                     # the op's minimum bytes and FLOPs over its time, against the measured ceilings
+                     "copy_bw_pct": 100 * nbytes / sec / 1e9 / peaks["peak_gbps"],
+                     "matmul_pct": 100 * flops / sec / 1e9 / peaks["peak_gflops"]})
     return rows
 
 
 def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> list[dict]:
+    """Rows ``e2e``: the reference eager model, each fused backend through the Localizer (on CUDA
+    also with its CUDA graph), torch.compile of the reference and onnxruntime (CPU)."""
     rows = []
     if checkpoint:
         from .checkpoint import load_checkpoint
-        base = load_checkpoint(checkpoint, map_location=device)
+        trained = load_checkpoint(checkpoint, map_location=device)
     else:
         torch.manual_seed(0)
-        base = JSLA(JSLAConfig(task="pose")).eval()
-    base = base.to(device=device, dtype=dtype).eval()
+        trained = JSLA(JSLAConfig(task="pose")).eval()
+    trained = trained.to(device).eval()  # the Localizer folds in this precision, then casts
+    base = copy.deepcopy(trained).to(dtype)
     size = 224
     for batch in batches:
         images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device, dtype)
@@ -205,10 +223,12 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> l
         runs: list[tuple[str, str, Callable]] = [("reference", "eager", lambda m=base: m(images))]
         for name in backends:
             if name in BACKENDS:
-                loc = Localizer(copy.deepcopy(base), device, backend=name)
-                runs.append((name, "localizer", lambda loc=loc: loc(images)))
+                graphs = [False, True] if device.type == "cuda" and hasattr(base, "static_graph") else [False]
+                for graph in graphs:
+                    loc = Localizer(copy.deepcopy(trained), device, backend=name, dtype=dtype, cuda_graph=graph)
+                    runs.append((name, "localizer+graph" if graph else "localizer", lambda loc=loc: loc(images)))
             elif name == "compile":
-                compiled = torch.compile(copy.deepcopy(base))
+                compiled = torch.compile(copy.deepcopy(base), mode=compile_mode(device))
                 runs.append(("compile", "eager", lambda m=compiled: m(images)))
             elif name == "onnxruntime" and device.type == "cpu" and dtype == torch.float32:
                 session = _onnx_session(base)
@@ -311,14 +331,14 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| op | shape | backend | runtime | median ms | p90 ms | speedup vs ref | GFLOP/s | GB/s | roofline % |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| op | shape | backend | runtime | median ms | p90 ms | speedup vs ref | GFLOP/s | GB/s | roofline % "
+             "| % of copy BW |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def f(key, fmt):
             return fmt.format(r[key]) if r.get(key) is not None else ""
         lines.append(f"| {r['name']} | {'x'.join(map(str, r['shape']))} | {r['backend']} | {r.get('runtime', '')} | "
                      f"{f('median_ms', '{:.3f}')} | {f('p90_ms', '{:.3f}')} | {f('speedup', '{:.2f}x')} | "
-                     f"{f('gflops', '{:.1f}')} | {f('gbps', '{:.1f}')} | {f('roofline_pct', '{:.0f}')} |")
+                     f"{f('gflops', '{:.1f}')} | {f('gbps', '{:.1f}')} | {f('roofline_pct', '{:.0f}')} | {f('copy_bw_pct', '{:.0f}')} |")
     for r in rows:
         if r["name"] == "ros_node":
             lines.append(f"\nROS node ({r['encoding']} {r['shape'][3]}x{r['shape'][2]}, {r['answered']}/{r['frames']} "

@@ -3,8 +3,8 @@
     python -m jsla_fast.export --checkpoint RUN/best.pt --onnx model.onnx [--opset 18]
 
 The graph is the reference model in eval mode with a static layer selection: every candidate
-layer's branch runs and the chosen one is kept by a one-hot mask, which equals running only the
-chosen branch exactly (ONNX has no per-sample dynamic choice; this costs the unchosen branches'
+layer's branch runs and each sample's chosen one is gathered by index, which equals running only
+the chosen branch exactly (ONNX has no per-sample dynamic choice; this costs the unchosen branches'
 compute). Input ``images`` [B,3,H,W], normalised as the checkpoint records (B dynamic); outputs
 ``pose`` [B,7] (x,y,z,qw,qx,qy,qz) or ``logits`` [B,classes], and ``layers`` [B,N] (int64).
 Attention maps are not exported. After writing, the file is run with ONNX Runtime (when

@@ -38,6 +38,7 @@ from .camera_image import ImageError, decode_compressed, decode_image, encode_im
 from .latest_frame import LatestFrame
 
 DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float16", "bfloat16")
 #: used when neither the parameters nor the checkpoint (trained without a validation split) give one
 FALLBACK_SIGMAS = (1.0, 0.5)
 
@@ -48,6 +49,7 @@ def read_params() -> dict:
         "checkpoint": rospy.get_param("~checkpoint", ""),
         "device": rospy.get_param("~device", "auto"),
         "backend": rospy.get_param("~backend", "auto"),
+        "dtype": rospy.get_param("~dtype", "float32"),
         "frame_id": rospy.get_param("~frame_id", "map"),
         "max_age": rospy.get_param("~max_age", 0.5),
         "compressed": rospy.get_param("~compressed", False),
@@ -70,6 +72,8 @@ def read_params() -> dict:
         problems.append("~checkpoint is required (a .pt written by python -m jsla_fast.train)")
     if p["device"] not in DEVICES:
         problems.append(f"~device {p['device']!r} must be one of {', '.join(DEVICES)}")
+    if p["dtype"] not in DTYPES:
+        problems.append(f"~dtype {p['dtype']!r} must be one of {', '.join(DTYPES)}")
     if not isinstance(p["frame_id"], str) or not p["frame_id"]:
         problems.append(f"~frame_id must be a non-empty string, got {p['frame_id']!r}")
     for key in ("compressed", "publish_attention"):
@@ -109,7 +113,8 @@ class LocalizeNode:
         self.p = params
         payload = read_checkpoint(params["checkpoint"])  # read once: the model and its validation errors
         self.localizer = Localizer(model_from_payload(payload, params["checkpoint"]), params["device"],
-                                   backend=params["backend"], threads=params["threads"] or None)
+                                   backend=params["backend"], threads=params["threads"] or None,
+                                   dtype=params["dtype"])
         extra = payload.get("extra", {})
         sp, so, self.sigma_source = covariance_sigmas(extra, params["position_sigma"], params["orientation_sigma"])
         self.covariance = [sp * sp if i == j < 3 else so * so if i == j else 0.0 for i in range(6) for j in range(6)]
