@@ -3,13 +3,17 @@
 On CPU the kernel runs in Triton's interpreter (slow): shapes are tiny and odd so that every
 masked edge is hit (n not a power of two, several M / N / channel tiles, 1x1 images where every
 tap but the centre is padding, > 4 branches split over two launches). Outputs are preallocated
-and filled with NaN, so any element the kernel forgets to write fails the comparison."""
+and filled with NaN, so any element the kernel forgets to write fails the comparison; so are the
+split-K workspaces in the split-K tests (fixture ``nan_workspace``). On CPU the automatic split-K
+choice assumes ``INTERPRETER_SMS`` = 4 SMs, so the smallest cases (one M tile, <= 2 branches) take
+split-K even when not forced."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from jsla_fast.kernels.convlstm import convlstm_forward
+from jsla_fast.kernels import convlstm as convlstm_kernels
+from jsla_fast.kernels.convlstm import convlstm_forward, launch_plan
 from jsla_fast.model.convlstm import MultiKernelConvLSTM, convlstm_step_reference
 
 
@@ -120,6 +124,119 @@ def test_parity_low_precision(seed, dtype):
     torch.testing.assert_close(h_new.float(), h_ref, atol=tol, rtol=tol)
 
 
+# --- split-K (kernel 1 writes fp32 partial gates, kernel 2 sums them + epilogue) -----------------
+# Reference: convlstm_step_reference in float64 on the kernel's (rounded) inputs, so the error
+# measured is the kernel's own; tolerances as above (1e-5 for fp32, LOWP_TOL for 16-bit).
+
+
+@pytest.fixture
+def nan_workspace(monkeypatch):
+    """Split-K workspaces filled with NaN instead of torch.empty's leftovers: a partial that the
+    reduction reads but no program wrote turns the output NaN. Records the allocated sizes (one
+    allocation per launch group that takes split-K)."""
+    sizes = []
+
+    def alloc(numel, device):
+        sizes.append(numel)
+        return torch.full((numel,), float("nan"), dtype=torch.float32, device=device)
+
+    monkeypatch.setattr(convlstm_kernels, "_alloc_workspace", alloc)
+    return sizes
+
+
+def _reference_f64(x, h, c, ws, bs):
+    f64 = lambda t: t.double()  # noqa: E731
+    return convlstm_step_reference(f64(x), f64(h), f64(c), [f64(w) for w in ws], [f64(b) for b in bs])
+
+
+def _check_split(x, h, c, ws, bs, splits, workspace_sizes, tol, memory_format=torch.contiguous_format):
+    """Run with NaN-filled outputs, compare with float64; return the launch plan that was used."""
+    B, _, H, W = x.shape
+    n = ws[0].shape[0] // 4
+    plan = launch_plan(B * H * W, x.shape[1], n, [w.shape[-1] for w in ws], cuda=x.is_cuda,
+                       sms=convlstm_kernels._sm_count(x.device), splits=splits)
+    h_ref, c_ref = _reference_f64(x, h, c, ws, bs)
+    h_out, c_out = _nan_like(h, memory_format), _nan_like(c, memory_format)
+    h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out, splits=splits)
+    assert h_new is h_out and c_new is c_out
+    torch.testing.assert_close(c_new.double(), c_ref, atol=tol, rtol=tol)
+    torch.testing.assert_close(h_new.double(), h_ref, atol=tol, rtol=tol)
+    split_groups = [g for g in plan if g.splits is not None]
+    assert workspace_sizes == [sum(g.splits) * 4 * B * H * W * n for g in split_groups]
+    return plan
+
+
+# (B, D, n, kernel sizes, (H, W), splits, expected S per launch group (None: single pass))
+SPLIT_CASES = [
+    # 30 positions: 2 M tiles, the last ragged; 2 channel blocks per tap (5 x, 6 h channels), so
+    # k=3's 18 steps in 5 chunks of 3/4/3/4/4 start and end inside taps; k=1's 2 steps in 2
+    (2, 5, 3, (1, 3), (3, 5), [2, 5], [(2, 5)]),
+    # 2 N tiles (n=17), 5 channel blocks (2 x, 3 h): 3 chunks of 5 steps, 7 chunks of 45; a request
+    # above a branch's step count is clamped (k=1 has 5 steps)
+    (1, 17, 17, (1, 3), (3, 5), [9, 7], [(5, 7)]),
+    # int u: u * k^2 splits: the model's branches, one tap per program
+    (1, 3, 2, (1, 3, 5, 7), (3, 5), 1, [(1, 9, 25, 49)]),
+    # 5 branches: two launch pairs (groups of 4), both split
+    (1, 3, 2, (1, 3, 1, 5, 3), (3, 5), 1, [(1, 9, 1, 25), (9,)]),
+    # forced off (0, or all ones) on a shape that the automatic choice splits
+    (1, 3, 2, (1, 3), (3, 5), 0, [None]),
+    (1, 3, 2, (1, 3), (3, 5), [1, 1], [None]),
+    # automatic: on for 1 M tile x 2 branches (<= half of the 4 interpreter SMs), S ~ k^2 ...
+    (1, 3, 2, (1, 3), (3, 5), None, [(1, 7)]),
+    # ... and off for 2 M tiles x 2 branches
+    (2, 5, 3, (1, 3), (3, 5), None, [None]),
+]
+
+
+@pytest.mark.parametrize("B,D,n,ks,hw,splits,expected", SPLIT_CASES)
+def test_splitk_parity_fp32(seed, nan_workspace, B, D, n, ks, hw, splits, expected):
+    x, h, c, ws, bs = _inputs(seed, B, D, n, ks, hw)
+    plan = _check_split(x, h, c, ws, bs, splits, nan_workspace, tol=1e-5)
+    assert [g.splits for g in plan] == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_splitk_low_precision(seed, nan_workspace, dtype):
+    x, h, c, ws, bs = _inputs(seed, 2, 5, 3, (1, 3, 5, 7), (3, 5), dtype=dtype)
+    plan = _check_split(x, h, c, ws, bs, [2, 5, 7, 11], nan_workspace, tol=LOWP_TOL[dtype])
+    assert plan[0].splits == (2, 5, 7, 11)
+
+
+def test_splitk_channels_last(seed, nan_workspace):
+    x, h, c, ws, bs = _inputs(seed, 2, 5, 3, (1, 3), (3, 5))
+    cl = torch.channels_last
+    x, h, c = (t.contiguous(memory_format=cl) for t in (x, h, c))
+    assert not x.is_contiguous()
+    plan = _check_split(x, h, c, ws, bs, [2, 4], nan_workspace, tol=1e-5, memory_format=cl)
+    assert plan[0].splits == (2, 4)
+
+
+def test_splitk_c_in_place(seed, nan_workspace):
+    """c_out = c with split-K: the reduction program reads each c element before writing it."""
+    x, h, c, ws, bs = _inputs(seed, 1, 3, 2, (1, 3), (3, 5))
+    h_ref, c_ref = _reference_f64(x, h, c, ws, bs)
+    h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=_nan_like(h), c_out=c, splits=[2, 3])
+    assert c_new is c and len(nan_workspace) == 1
+    torch.testing.assert_close(c_new.double(), c_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h_new.double(), h_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_splitk_plan_model_shape():
+    """The grids the module docstring states for the model (D=128, n=24, k=1,3,5,7, 14x14) on an
+    H100 (132 SMs): split-K at B=1, one fused pass at B=40."""
+    ks = (1, 3, 5, 7)
+    (b1,) = launch_plan(1 * 14 * 14, 128, 24, ks, cuda=True, sms=132)
+    assert b1.splits == (1, 7, 20, 39) and b1.grid == (4, 67) and b1.reduce_grid == (37, 4)
+    assert 2 * 132 <= b1.grid[0] * b1.grid[1] <= 4 * 132
+    (b40,) = launch_plan(40 * 14 * 14, 128, 24, ks, cuda=True, sms=132)
+    assert b40.splits is None and b40.grid == (123, 4) and b40.reduce_grid is None
+    (off,) = launch_plan(196, 128, 24, ks, cuda=True, sms=132, splits=0)
+    assert off.splits is None and off.grid == (4, 4)
+    for bad in (-1, [1, 2, 3], [1, 0, 1, 1]):
+        with pytest.raises(ValueError):
+            launch_plan(196, 128, 24, ks, cuda=True, sms=132, splits=bad)
+
+
 # --- GPU: the model's shape (D=128, hid=96 (n=24), k=1,3,5,7, 14x14) ------------------------------
 # The reference runs in fp32 (TF32 off) on the same (rounded) inputs, so the error measured is the
 # kernel's own. fp32: K = 224*49 = 10976 products summed in another order than cuDNN, each gate
@@ -128,10 +245,15 @@ def test_parity_low_precision(seed, dtype):
 # fp16 / bf16: as LOWP_TOL above (fp32 accumulation; output rounding dominates).
 
 
+# splits: None = automatic (split-K at B=1, the fused single pass at B=40), 0 = forced off, 1 = forced
+# on with S = k^2 (1, 9, 25, 49). The split-K result is checked to be bitwise reproducible.
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("splits", [None, 0, 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B", [1, 40])
-def test_model_shape_gpu(seed, B, dtype):
+def test_model_shape_gpu(seed, nan_workspace, B, dtype, splits):
     dev = "cuda"
     mod = MultiKernelConvLSTM(128).to(dev)  # nn.Conv2d init (seeded by the fixture)
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -145,9 +267,12 @@ def test_model_shape_gpu(seed, B, dtype):
     bs = [m.bias.detach().to(dtype) for m in mod.convs]
     h_ref, c_ref = _reference_f32(x, h, c, ws, bs)
     h_out, c_out = _nan_like(h), _nan_like(c)
-    h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out)
+    h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out, splits=splits)
     torch.cuda.synchronize()
     assert h_new.dtype == dtype and c_new.dtype == dtype
+    assert len(nan_workspace) == (1 if splits == 1 or (splits is None and B == 1) else 0)
     tol = LOWP_TOL[dtype]
     torch.testing.assert_close(c_new.float(), c_ref, atol=tol, rtol=tol)
     torch.testing.assert_close(h_new.float(), h_ref, atol=tol, rtol=tol)
+    h2, c2 = convlstm_forward(x, h, c, ws, bs, splits=splits)  # fixed summation order: same bits
+    assert torch.equal(h2, h_new) and torch.equal(c2, c_new)
