@@ -158,7 +158,8 @@ class GraphedForward:
         self.graph.replay()
         out = self.output
         layers = out.layers.clone()
-        attention = [gather_attention([m.clone() for m in maps], layers[:, t])
+        on_host = layers.cpu()  # the one sync: which maps to pick (gather_attention copies them)
+        attention = [gather_attention(maps, layers[:, t], sorted(set(on_host[:, t].tolist())))
                      for t, maps in enumerate(out.branch_attention)]
         return replace(out, pose=None if out.pose is None else out.pose.clone(),
                        logits=None if out.logits is None else out.logits.clone(), layers=layers,
@@ -203,7 +204,7 @@ class Localizer:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if optimize and self.device.type == "cpu" and hasattr(model, "backbone"):
-            example = self._example(model, 1)
+            example = self._example(model)
             try:
                 model.backbone = FrozenBackbone(model.backbone, example)
             except RuntimeError as e:  # an exotic backbone TorchScript can't trace: stay eager
@@ -217,9 +218,9 @@ class Localizer:
         self.graphs: dict[tuple[int, ...], GraphedForward] = {}
         self.model = model
 
-    def _example(self, model, batch: int) -> torch.Tensor:
+    def _example(self, model) -> torch.Tensor:
         size = preprocessing(model).crop if getattr(model, "normalization", None) is not None else 224
-        example = torch.zeros(batch, 3, size, size, device=self.device, dtype=self.dtype)
+        example = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
         return example.contiguous(memory_format=torch.channels_last) if self.channels_last else example
 
     @torch.inference_mode()

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_diverse_selector
+from conftest import force_layer, make_diverse_selector, randomise_batchnorm
 from jsla_fast import JSLA, JSLAConfig, save_checkpoint
 from jsla_fast.backends import AUTO_ORDER, BackendUnavailable, available, resolve, why_unavailable
 from jsla_fast.model.jsla import gather_attention
@@ -24,18 +24,6 @@ FUSED = [name for name in AUTO_ORDER["cpu"] if name != "reference"]
 def fused(request):
     assert why_unavailable(request.param, "cpu") is None, why_unavailable(request.param, "cpu")
     return request.param
-
-
-def randomise_batchnorm(model: torch.nn.Module, gen: torch.Generator, keep=()) -> None:
-    """Running statistics and affine parameters away from the identity, as after training
-    (except the modules in ``keep``)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) and not any(m is k for k in keep):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
 
 
 def trained_like_model(seed: int, images: torch.Tensor, **cfg) -> JSLA:
@@ -155,14 +143,6 @@ def test_localizer_equals_reference_model(images, seed, tmp_path):
             b.attention.bn for b in loc.model.branches]
     result = loc.localize(torch.rand(3, 300, 400))
     assert len(result.pose) == 7 and len(result.layers) == 3 and result.ms > 0
-
-
-def force_layer(model: JSLA, layer: int) -> None:
-    """Every sample picks candidate ``layer`` at every step."""
-    with torch.no_grad():
-        model.select_layer.fc2.weight.zero_()
-        model.select_layer.fc2.bias.zero_()
-        model.select_layer.fc2.bias[layer] = 1.0
 
 
 @pytest.mark.parametrize("backend", ["reference", *FUSED])

@@ -20,6 +20,7 @@ import copy
 import pytest
 import torch
 
+from conftest import force_layer, make_diverse_selector, randomise_batchnorm
 from jsla_fast.backends import AUTO_ORDER, BACKENDS, available, why_unavailable
 from jsla_fast.model import attention_reference, convlstm_step_reference
 
@@ -155,20 +156,8 @@ def _model(seed):
 
     torch.manual_seed(seed)
     model = JSLA(JSLAConfig(task="pose")).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # BN statistics away from the identity, as after training
-        for m in model.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    randomise_batchnorm(model, torch.Generator().manual_seed(seed))  # as after training
     return model
-
-
-def _force(model, layer):
-    with torch.no_grad():
-        model.select_layer.fc2.weight.zero_()
-        model.select_layer.fc2.bias.zero_()
-        model.select_layer.fc2.bias[layer] = 1.0
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
@@ -177,7 +166,6 @@ def test_cuda_graph_equals_eager_for_every_layer_choice(backend, dtype, seed):
     """The replayed graph equals the eager runtime (same backend, dtype, folding) for each possible
     layer choice (B=1), and for a batch of 40 whose samples choose differently; replaying a new
     frame gives that frame's own result (the input is copied in, the outputs copied out)."""
-    from conftest import make_diverse_selector
     from jsla_fast.runtime import Localizer
 
     assert backend in available("cuda", dtype), why_unavailable(backend, "cuda")
@@ -188,7 +176,7 @@ def test_cuda_graph_equals_eager_for_every_layer_choice(backend, dtype, seed):
     for layer in [*range(len(base.branches)), None]:
         model = copy.deepcopy(base)
         if layer is not None:
-            _force(model, layer)
+            force_layer(model, layer)
         else:
             make_diverse_selector(model, mixed, seed)
         eager = Localizer(copy.deepcopy(model), "cuda", backend=backend, dtype=dtype, cuda_graph=False)

@@ -219,14 +219,16 @@ class JSLA(nn.Module):
         return model
 
 
-def gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor) -> torch.Tensor:
-    """Per sample, the attention map of the layer it chose, as one [B,1,h,w] tensor.
+def gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor,
+                     chosen: list[int] | None = None) -> torch.Tensor:
+    """Per sample, the attention map of the layer it chose, as one new [B,1,h,w] tensor.
 
     When samples chose layers on different grids, maps are brought to the finest chosen grid
     by area resampling and renormalised, so each still sums to 1 (for integer ratios such as
-    7 -> 28 this spreads each cell's mass evenly over the cells it covers).
+    7 -> 28 this spreads each cell's mass evenly over the cells it covers). ``chosen``: the
+    distinct values of ``index`` when the caller already has them on the host (saves a sync).
     """
-    chosen = index.unique().tolist()
+    chosen = index.unique().tolist() if chosen is None else chosen
     size = max((tuple(alphas[i].shape[-2:]) for i in chosen), key=lambda s: s[0] * s[1])
     ref = alphas[chosen[0]]
     out = ref.new_zeros(ref.shape[0], 1, *size)

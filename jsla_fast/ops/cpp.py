@@ -28,6 +28,8 @@ def _load() -> str | None:
 
 
 _UNAVAILABLE = _load()
+#: whether the extension registered CUDA kernels (fixed once it is loaded; resolve() asks per forward)
+_CUDA_KERNELS = _UNAVAILABLE is None and torch._C._dispatch_has_kernel_for_dispatch_key("jsla::attention", "CUDA")
 
 
 def unavailable_reason(device: torch.device | None = None) -> str | None:
@@ -39,7 +41,7 @@ def cuda_unavailable_reason(device: torch.device | None = None) -> str | None:
     """None when the CUDA kernels of the extension can run, else why not and what to do."""
     if _UNAVAILABLE is not None:
         return _UNAVAILABLE
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("jsla::attention", "CUDA"):
+    if not _CUDA_KERNELS:
         return ("jsla_fast._C was built without its CUDA kernels (they need a CUDA build of torch and nvcc at build "
                 "time; torch here is " + torch.__version__ + "); " + _BUILD_HINT)
     if not torch.cuda.is_available():
