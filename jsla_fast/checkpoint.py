@@ -79,14 +79,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def model_classes() -> dict:
-    from .model.jsla import JSLA
-    from .model.posenet import PoseNet
+    from .model import MODELS
 
-    return {cls.kind: cls for cls in (JSLA, PoseNet)}
+    return MODELS
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Build the model a checkpoint describes (JSLA or PoseNet), load its weights and
+    """Build the model a checkpoint describes (JSLA, PoseNet or PoseLSTM), load its weights and
     normalisation, and return it in eval mode."""
     return model_from_payload(read_checkpoint(path, map_location), path).to(map_location)
 

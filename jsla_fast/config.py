@@ -54,13 +54,20 @@ class YamlConfig:
 
 @dataclass
 class LossConfig(YamlConfig):
-    """Training losses (SPEC §2 'Losses')."""
+    """Training losses. Pose: Kendall & Cipolla's learned weighting by default, started at the
+    training set's own balance; ``learned_weighting: false`` is the paper's fixed-beta loss."""
 
-    beta: float = 500.0  #: PoseNet rotation weight; per scene (Cambridge 250-2000, 7-Scenes 120-750)
-    learned_weighting: bool = False  #: Kendall & Cipolla's learned (s_x, s_q) instead of a fixed beta
-    s_x_init: float = 0.0
-    s_q_init: float = -3.0
+    beta: float = 500.0  #: fixed-beta rotation weight (metres per unit quaternion distance); per scene (Cambridge 250-2000, 7-Scenes 120-750)
+    learned_weighting: bool = True  #: learned (s_x, s_q) instead of a fixed beta (ours: the paper uses a fixed beta)
+    #: start of s_x, s_q; None: the log of each term's value for the mean training pose, i.e. each
+    #: term starts weighted by 1 / its own scale in the data (Kendall & Cipolla used 0 and -3)
+    s_x_init: float | None = None
+    s_q_init: float | None = None
     aux_weight: float = 0.3  #: weight of the mean per-step auxiliary loss, when aux heads exist (ours)
+
+    def __post_init__(self) -> None:
+        if self.beta < 0:
+            raise ConfigError(f"loss.beta = {self.beta} must be >= 0")
 
 
 @dataclass
@@ -210,6 +217,47 @@ class RunConfig(YamlConfig):
         for name, cls in (("model", JSLAConfig), ("data", DataConfig), ("train", TrainConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, _from_dict(cls, getattr(self, name), name))
+
+
+#: PoseNet's fixed beta per scene, as LSTM-PoseNet and JSLA train (JSLA: "the same values as
+#: [PoseNet, LSTM-PoseNet]"; the papers give only ranges, the values are those of the public
+#: LSTM-PoseNet reimplementation). Keys: the dataset folder's name, lower case, letters and digits.
+PAPER_BETA: dict[str, float] = {"kingscollege": 500.0, "oldhospital": 1500.0, "shopfacade": 100.0,
+                                "stmaryschurch": 250.0}
+PAPER_BETA_RANGES = "Cambridge Landmarks 250-2000, 7-Scenes 120-750, TUM-LSI 1000 (PoseNet / JSLA papers)"
+PRESETS = ("paper",)
+
+
+def scene_key(data: str | Path) -> str:
+    """``.../KingsCollege/`` -> ``kingscollege``: how :data:`PAPER_BETA` names a scene."""
+    return "".join(ch for ch in Path(data).resolve().name.lower() if ch.isalnum())
+
+
+def apply_preset(cfg: RunConfig, name: str, data: str | Path | None = None) -> list[str]:
+    """Set ``cfg`` to preset ``name`` in place; returns what it did, a line each, for the log.
+
+    ``paper``: the JSLA paper's training (Sec. 3.4 and supplement): input resized to 256 (shorter
+    side) and cropped to 224, batch 40, Adam; the learning rate, which the paper does not give, is
+    1e-4 (ours; PoseNet-style fine-tuning). Loss: the fixed-beta PoseNet loss with the scene's beta
+    from :data:`PAPER_BETA` when the scene is listed there; otherwise the learned weighting stays
+    (the paper gives no beta for it) and the log says how to pass one.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; use one of {PRESETS}")
+    cfg.data.resize, cfg.data.crop = 256, 224
+    cfg.train.batch_size, cfg.train.lr = 40, 1e-4
+    done = ["preset paper: input 256 -> crop 224, batch 40, Adam lr 1e-4"]
+    beta = PAPER_BETA.get(scene_key(data)) if data is not None else None
+    if cfg.model.task != "pose":
+        return done
+    if beta is None:
+        done.append(f"preset paper: no published beta for scene {scene_key(data or '.')!r} (listed: "
+                    f"{sorted(PAPER_BETA)}); keeping the learned weighting; for the paper's fixed-beta loss "
+                    f"pass --beta B ({PAPER_BETA_RANGES})")
+    else:
+        cfg.model.loss.beta, cfg.model.loss.learned_weighting = beta, False
+        done.append(f"preset paper: fixed beta = {beta:g} for scene {scene_key(data)!r}")
+    return done
 
 
 def _read_yaml(path: str | Path) -> dict[str, Any]:

@@ -1,13 +1,17 @@
 """The README's main job: the whole relocalization workflow on the embedded synthetic scene.
 
-    python -m jsla_fast.demo [--out demo_out] [--epochs 10] [--quick]
+    python -m jsla_fast.demo [--out demo_out] [--seed 0] [--epochs 15] [--quick] [--preset paper]
 
-1. renders the default synthetic indoor scene (7-Scenes layout) into OUT/data (reused when it
-   already holds the same scene);
-2. trains JSLA and the PoseNet baseline with the same budget (epochs, batch, learning rate, data);
-3. evaluates both on the test trajectories (plots, overlays, results.json in OUT/<model>/eval);
-4. writes OUT/summary.json and OUT/summary.md, with a "mean pose" reference (always predicting
-   the training set's mean pose) so the numbers can be read against chance;
+1. renders the synthetic indoor scene in the 7-Scenes layout into OUT/data (reused when it already
+   holds the same scene): 6 training walks over one area of the room and 2 test walks through
+   it, so the test views are covered by training views as 7-Scenes' are;
+2. trains JSLA and the two baselines of the paper, PoseNet and LSTM-PoseNet, with the same budget
+   (epochs, batch, learning rate, loss, data);
+3. evaluates each on the test walks (plots, overlays, results.json in OUT/<model>/eval);
+4. writes OUT/summary.json and OUT/summary.md with the references every result is read against
+   (:mod:`jsla_fast.references`): the mean training pose (chance), retrieval by a global image
+   descriptor, and the nearest training pose (the oracle, which measures coverage), plus JSLA's
+   per-step errors from its auxiliary heads;
 5. runs the trained JSLA frame by frame on a few test images, printing the layer chosen at each
    step, the pose error and the time per frame;
 6. replays the test trajectory through the ROS node (a roscore on a free port and
@@ -31,75 +35,100 @@ import torch
 
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint
-from .config import DataConfig, JSLAConfig, LossConfig, RunConfig, TrainConfig
+from .config import PRESETS, DataConfig, JSLAConfig, RunConfig, TrainConfig, apply_preset
 from .data import load_image, read_records
 from .evaluate import evaluate
 from .inference import localize
-from .metrics import pose_metrics
 from .pose import pose_errors
-from .train import mean_pose, train
+from .references import reference_results
+from .train import train
 
 log = logging.getLogger("jsla_fast.demo")
 
-DEFAULT = {"train": 600, "test": 200, "size": (320, 240), "epochs": 10, "resize": 128, "crop": 112}
-QUICK = {"train": 24, "test": 8, "size": (64, 48), "epochs": 1, "resize": 40, "crop": 32}
-MODELS = ("jsla", "posenet")
+#: the CPU demo, chosen by measurement for 2 cores and 20 minutes (docs/TRAINING.md): 6 training walks
+#: over one area of the room and 2 test walks through it; 64 x 64 input; JSLA on a 7 x 7 grid
+DEFAULT = {"train": 720, "test": 200, "sequences": (6, 2), "size": (128, 96), "epochs": 15, "resize": 64,
+           "crop": 64, "batch_size": 16, "lr": 1e-3, "model": {"grid": 7, "aux_heads": True}}
+QUICK = {**DEFAULT, "train": 24, "test": 8, "sequences": (2, 1), "size": (64, 48), "epochs": 1, "resize": 40,
+         "crop": 32}
+#: --preset paper: the paper's input (256 -> 224 crops), batch 40 and Adam, JSLA's 14 x 14 grid; hours on a CPU
+PAPER = {**DEFAULT, "size": (341, 256), "model": {"aux_heads": True}}
+MODELS = {"jsla": "JSLA", "posenet": "PoseNet", "poselstm": "LSTM-PoseNet"}
+REFERENCES = {"retrieval": "retrieval (nearest training image by HOG)",
+              "nearest_pose": "nearest training pose (oracle)", "mean_pose": "mean training pose"}
 
 
-def demo_config(epochs: int, resize: int, crop: int, seed: int) -> RunConfig:
-    return RunConfig(
-        model=JSLAConfig(task="pose", steps=3, loss=LossConfig(learned_weighting=True)),
-        data=DataConfig(resize=resize, crop=crop, workers=0, val_fraction=0.1),
-        train=TrainConfig(epochs=epochs, batch_size=16, lr=1e-3, seed=seed),
+def demo_config(p: dict, seed: int, preset: str | None = None) -> RunConfig:
+    cfg = RunConfig(
+        model=JSLAConfig(task="pose", steps=3, **p["model"]),
+        data=DataConfig(resize=p["resize"], crop=p["crop"], workers=0, val_fraction=0.1),
+        train=TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], seed=seed),
     )
+    if preset:
+        for line in apply_preset(cfg, preset):
+            log.info("%s", line)
+    return cfg
 
 
-def synthetic_scene(out: Path, seed: int, train_n: int, test_n: int, size: tuple[int, int]) -> Path:
+def synthetic_scene(out: Path, seed: int, p: dict) -> Path:
     """Render the scene unless ``out`` already holds exactly this one."""
     from .synth import generate_pose_scene
 
+    args = [seed, p["train"], p["test"], list(p["size"]), list(p["sequences"])]
     meta = out / "scene.json"
     if meta.is_file():
         saved = json.loads(meta.read_text())
-        if saved.get("demo_args") == [seed, train_n, test_n, list(size)]:
+        if saved.get("demo_args") == args:
             log.info("reusing the synthetic scene in %s", out)
             return out
         shutil.rmtree(out)
-    generate_pose_scene(out, seed=seed, train=train_n, test=test_n, size=size)
+    generate_pose_scene(out, seed=seed, train=p["train"], test=p["test"], size=p["size"], layout="area",
+                        sequences=tuple(p["sequences"]))
     saved = json.loads(meta.read_text())
-    saved["demo_args"] = [seed, train_n, test_n, list(size)]
+    saved["demo_args"] = args
     atomic_write(meta, lambda f: f.write(json.dumps(saved, indent=2).encode()))
     return out
 
 
-def mean_pose_reference(data: Path, cfg: RunConfig) -> dict:
-    """Errors of always answering the training set's mean position and mean orientation."""
-    train = read_records(data, "7scenes", "train", cfg.data).targets
-    test = read_records(data, "7scenes", "test", cfg.data).targets
-    return pose_metrics(mean_pose(train).expand_as(test), test)
+def _cell(r: dict) -> str:
+    return f"{r['median_t_m']:.3f} m, {r['median_r_deg']:.2f} deg"
 
 
 def summary_markdown(summary: dict) -> str:
-    rows = [("JSLA", "jsla"), ("PoseNet (same budget)", "posenet"), ("mean training pose", "mean_pose")]
     s = summary["setup"]
     lines = [
         "# jsla_fast demo: synthetic indoor scene",
         "",
-        f"{s['train_images']} training / {s['test_images']} test images ({s['image_size']}), input "
-        f"{s['crop']}x{s['crop']}, {s['epochs']} epochs, batch {s['batch_size']}, Adam lr {s['lr']}, "
-        f"{s['threads']} CPU threads, torch {s['torch']}.",
+        f"{s['train_images']} training images ({s['sequences'][0]} walks) / {s['test_images']} test images "
+        f"({s['sequences'][1]} walks), {s['image_size']}, input {s['crop']}x{s['crop']}, {s['epochs']} epochs, "
+        f"batch {s['batch_size']}, Adam lr {s['lr']}, seed {s['seed']}, {s['threads']} CPU threads, torch {s['torch']}.",
         "",
         "| model | median position error (m) | median rotation error (deg) | mean position (m) | mean rotation (deg) "
         "| training time (s) | inference (ms/image) |",
         "|---|---|---|---|---|---|---|",
     ]
+    rows = [(label, key) for key, label in MODELS.items() if key in summary]
+    rows += [(label, key) for key, label in REFERENCES.items() if key in summary]
     for label, key in rows:
         r = summary[key]
         train_s = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
         infer = f"{1000 * r['seconds_per_image']:.1f}" if "seconds_per_image" in r else "-"
         lines.append(f"| {label} | {r['median_t_m']:.3f} | {r['median_r_deg']:.2f} | {r['mean_t_m']:.3f} | "
                      f"{r['mean_r_deg']:.2f} | {train_s} | {infer} |")
-    if summary["jsla"].get("layer_usage"):
+    if "nearest_pose" in summary:
+        n = summary["nearest_pose"]
+        lines += ["", f"Coverage of the test views by the training views: median distance from a test pose to the "
+                  f"nearest training position {n['nearest_position_median_m']:.3f} m, to the nearest training "
+                  f"orientation {n['nearest_orientation_median_deg']:.2f} deg (training poses spread "
+                  f"{n['train_spread_t_m']:.2f} m, {n['train_spread_r_deg']:.1f} deg RMS about their mean)."]
+    steps = summary.get("jsla", {}).get("per_step") or []
+    if steps:
+        head = " | ".join(f"step {t + 1}" for t in range(len(steps)))
+        lines += ["", "JSLA per step (the aux head on each step's hidden state, as the paper's per-step columns; "
+                  "the last column is the model's own head on all steps):", "",
+                  f"| | {head} | all steps |", "|---" * (len(steps) + 2) + "|",
+                  f"| median error | {' | '.join(_cell(r) for r in steps)} | {_cell(summary['jsla'])} |"]
+    if summary.get("jsla", {}).get("layer_usage"):
         usage = "; ".join(f"step {t + 1}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in u.items() if v > 0)
                           for t, u in enumerate(summary["jsla"]["layer_usage"]))
         lines += ["", f"JSLA layer usage on the test images: {usage}."]
@@ -109,7 +138,8 @@ def summary_markdown(summary: dict) -> str:
                   f"answered, backend {r['backend']}): median {r['median_t_m']:.3f} m, {r['median_r_deg']:.2f} deg; "
                   f"latency publish -> pose p50 {r['latency_p50_ms']:.1f} ms, p99 {r['latency_p99_ms']:.1f} ms; "
                   f"node overhead p50 {r['overhead_p50_ms']:.2f} ms."]
-    lines += ["", f"Total demo time: {s['total_seconds']:.0f} s. Plots: `jsla/eval/`, `posenet/eval/`."]
+    plots = ", ".join(f"`{k}/eval/`" for k in MODELS if k in summary)
+    lines += ["", f"Total demo time: {s['total_seconds']:.0f} s. Plots: {plots}."]
     return "\n".join(lines) + "\n"
 
 
@@ -119,23 +149,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--epochs", type=int, help=f"training epochs for each model (default {DEFAULT['epochs']})")
     ap.add_argument("--quick", action="store_true", help="a tiny run that checks the workflow in about a minute")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the scene, its walks and the training runs")
+    ap.add_argument("--preset", choices=list(PRESETS),
+                    help="paper: the paper's 224 input and batch 40 on a 341x256 rendering (for a GPU: hours on a CPU)")
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                    help="which models to train (default: all)")
     ap.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     ap.add_argument("--frames", type=int, default=5, help="test frames to run one by one at the end")
     ap.add_argument("--no-ros", action="store_true", help="skip replaying the test trajectory through the ROS node")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    p = dict(QUICK if args.quick else DEFAULT)
+    if args.quick and args.preset:
+        ap.error("--quick and --preset exclude each other")
+    p = dict(QUICK if args.quick else PAPER if args.preset else DEFAULT)
     if args.epochs:
         p["epochs"] = args.epochs
     out = Path(args.out)
     started = time.perf_counter()
 
-    data = synthetic_scene(out / "data", args.seed, p["train"], p["test"], p["size"])
-    cfg = demo_config(p["epochs"], p["resize"], p["crop"], args.seed)
+    data = synthetic_scene(out / "data", args.seed, p)
+    cfg = demo_config(p, args.seed, args.preset)
     summary: dict = {}
-    for kind in MODELS:
+    for kind in args.models:
         run = out / kind / "run"
         if run.exists():
             shutil.rmtree(run)  # the demo always trains afresh
@@ -144,15 +180,21 @@ def main(argv: list[str] | None = None) -> int:
         train_seconds = time.perf_counter() - t0
         results = evaluate(best, data, "7scenes", out / kind / "eval", overlays=4)
         summary[kind] = {k: results[k] for k in ("median_t_m", "median_r_deg", "mean_t_m", "mean_r_deg",
-                                                 "seconds_per_image", "layer_usage", "count")}
+                                                 "seconds_per_image", "layer_usage", "count") if k in results}
+        summary[kind]["per_step"] = results.get("per_step", [])
         summary[kind].update(train_seconds=train_seconds, checkpoint=str(best))
-    summary["mean_pose"] = mean_pose_reference(data, cfg)
-    summary["setup"] = {"train_images": p["train"], "test_images": p["test"], "image_size": "x".join(map(str, p["size"])),
-                        "crop": p["crop"], "epochs": p["epochs"], "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+    refs = reference_results(data, "7scenes", cfg.data)
+    summary.update({key: refs[key] for key in REFERENCES})
+    summary["setup"] = {"train_images": p["train"], "test_images": p["test"], "sequences": list(p["sequences"]),
+                        "image_size": "x".join(map(str, p["size"])), "crop": cfg.data.crop, "epochs": p["epochs"],
+                        "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, "seed": args.seed,
+                        "preset": args.preset, "jsla": cfg.model.to_dict(), "loss": cfg.model.loss.to_dict(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "total_seconds": time.perf_counter() - started}
     write_summary(out, summary)
     print("\n" + summary_markdown(summary))
+    if "jsla" not in summary:
+        return 0
     run_frames(Path(summary["jsla"]["checkpoint"]), data, cfg, args.frames)
     if not args.no_ros:
         ros = ros_replay(Path(summary["jsla"]["checkpoint"]), data, out, args.threads)

@@ -1,7 +1,7 @@
-"""Train JSLA (or the PoseNet baseline) on a dataset.
+"""Train JSLA (or the PoseNet / LSTM-PoseNet baselines) on a dataset.
 
     python -m jsla_fast.train --data DIR --format {cambridge,7scenes,csv,mit67} --out RUN
-        [--config cfg.yaml] [--model jsla|posenet] [--epochs N] [--resume] [--deterministic] ...
+        [--config cfg.yaml] [--model jsla|posenet|poselstm] [--epochs N] [--resume] [--deterministic] ...
     torchrun --nproc_per_node=K -m jsla_fast.train ...      (DDP: gloo on CPU, NCCL on GPU)
 
 RUN/ receives config.yaml, metrics.csv (one row per epoch), train.log, last.pt (rewritten
@@ -29,19 +29,18 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from .config import ConfigError, RunConfig
+from .config import PRESETS, ConfigError, RunConfig, apply_preset
 from .data import TASK_OF_FORMAT, DataError, open_dataset
-from .losses import JSLALoss, posenet_loss
+from .losses import JSLALoss
 from .metrics import run_model, task_metrics
-from .model import JSLA, PoseNet
+from .model import MODELS
 from .model.pretrained import load_caffe_googlenet, load_torchvision_googlenet
-from .pose import canonical_quaternion
 from .progress import progress
+from .references import mean_pose
 
 log = logging.getLogger("jsla_fast.train")
-MODELS = {"jsla": JSLA, "posenet": PoseNet}
-METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "val_median_t_m", "val_median_r_deg", "val_accuracy",
-                 "score", "best", "tau", "lr", "seconds", "images_per_s"]
+METRIC_FIELDS = ["epoch", "train_loss", "train_term_t_m", "train_term_q", "s_x", "s_q", "val_loss", "val_median_t_m",
+                 "val_median_r_deg", "val_accuracy", "score", "best", "tau", "lr", "seconds", "images_per_s"]
 
 
 class TrainError(RuntimeError):
@@ -125,12 +124,6 @@ def build_model(kind: str, cfg: RunConfig, pretrained: bool = True) -> nn.Module
     return model
 
 
-def mean_pose(poses: torch.Tensor) -> torch.Tensor:
-    """Mean position and chordal mean orientation (quaternions first put in one hemisphere)."""
-    q = poses[:, 3:] * torch.where(poses[:, 3:] @ poses[0, 3:] < 0, -1.0, 1.0)[:, None]
-    return torch.cat([poses[:, :3].mean(0), canonical_quaternion(q.mean(0))])
-
-
 def init_pose_heads(model: nn.Module, poses: torch.Tensor) -> None:
     """Fit the position standardisation to the training poses and start every pose head at the
     mean pose (position offset 0, mean orientation); the heads' weights stay random."""
@@ -151,8 +144,8 @@ def learning_rate(cfg, progress: float) -> float:
 
 
 def validation_score(task: str, metrics: dict, val_loss: float) -> float:
-    """Lower is better. Poses: the validation loss (its beta is the user's position/rotation
-    trade-off); scenes: 1 - accuracy."""
+    """Lower is better. Poses: the validation loss with the loss's fixed weights (1, beta), or the
+    learned weighting's starting ones (see ``JSLALoss.score``); scenes: 1 - accuracy."""
     return val_loss if task == "pose" else 1.0 - metrics["accuracy"]
 
 
@@ -200,11 +193,19 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
         cfg.model.num_classes = len(classes)
 
     model = build_model(kind, cfg, pretrained=state is None)  # a resumed run takes its own weights
-    if task == "pose" and cfg.train.head_init_mean and state is None:
-        init_pose_heads(model, train_set.records.targets.float())
-    model = model.to(procs.device)
+    objective = Objective(model, JSLALoss(cfg.model))
+    if task == "pose" and state is None:
+        poses = train_set.records.targets.float()
+        if cfg.train.head_init_mean:
+            init_pose_heads(model, poses)
+        lx, lq = objective.loss.fit(poses, mean_pose(poses))
+        if procs.main:
+            weighting = (f"learned weighting from s_x = {objective.loss.s_x.item():.3f}, s_q = {objective.loss.s_q.item():.3f}"
+                         if objective.loss.learned else f"fixed beta = {cfg.model.loss.beta:g}")
+            log.info("pose loss: %s; the mean training pose has terms %.3f m and %.4f (quaternion distance)",
+                     weighting, lx, lq)
+    objective = objective.to(procs.device)
     model.normalization = train_set.normalization
-    objective = Objective(model, JSLALoss(cfg.model)).to(procs.device)
     optimizer = torch.optim.Adam(objective.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     amp = cfg.train.amp and procs.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -251,7 +252,7 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
                             generator=torch.Generator().manual_seed(seed), persistent_workers=False,
                             pin_memory=procs.device.type == "cuda")
         objective.train()
-        started, losses, seen = time.perf_counter(), [], 0
+        started, losses, terms, seen = time.perf_counter(), [], [], 0
         bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", disable=not procs.main,
                    leave=False)
         for step, (images, targets) in enumerate(bar):
@@ -262,7 +263,7 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
             images, targets = images.to(procs.device, non_blocking=True), targets.to(procs.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(procs.device.type, dtype=torch.float16, enabled=amp):
-                loss, _ = trainable(images, targets)
+                loss, parts = trainable(images, targets)
             if not torch.isfinite(loss):
                 raise TrainError(f"epoch {epoch + 1} step {step}: the loss is {float(loss)}; lower --lr "
                                  f"(now {cfg.train.lr}) or check the data's poses")
@@ -273,11 +274,14 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
             scaler.step(optimizer)
             scaler.update()
             losses.append(float(loss.detach()))
+            if "t_m" in parts:
+                terms.append((parts["t_m"], parts["q"]))
             seen += images.shape[0] * procs.world
             bar.set_postfix(loss=f"{losses[-1]:.3f}", **({"tau": f"{model.tau:.2f}"} if hasattr(model, "tau") else {}), refresh=False)
         seconds = time.perf_counter() - started
 
         row = {"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1), "tau": getattr(model, "tau", ""),
+               **_term_columns(terms, objective.loss),
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "images_per_s": round(seen / max(seconds, 1e-9), 2)}
         if procs.main:
             row.update(_validate(objective, val_set, cfg, task, classes, procs))
@@ -298,8 +302,11 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
                     if key != "epoch" and isinstance(value, (int, float)):
                         board.add_scalar(key, value, epoch + 1)
                 board.flush()
-            log.info("epoch %d/%d: train loss %.4f, %s%s (%.1f s, %.1f img/s)", epoch + 1, cfg.train.epochs,
-                     row["train_loss"], _describe(row, task), " *best*" if improved else "", seconds,
+            terms = (f" (terms {row['train_term_t_m']:.3f} m, {row['train_term_q']:.4f}"
+                     + (f"; s_x {row['s_x']:.2f}, s_q {row['s_q']:.2f}" if "s_x" in row else "") + ")"
+                     if "train_term_t_m" in row else "")
+            log.info("epoch %d/%d: train loss %.4f%s, %s%s (%.1f s, %.1f img/s)", epoch + 1, cfg.train.epochs,
+                     row["train_loss"], terms, _describe(row, task), " *best*" if improved else "", seconds,
                      row["images_per_s"])
         procs.barrier()
     if board is not None:
@@ -316,7 +323,7 @@ def _validate(objective: Objective, val_set, cfg: RunConfig, task: str, classes,
     with torch.no_grad():  # the loss on the normalised (reported) output, comparable across epochs
         objective.loss.eval()
         if task == "pose":
-            val_loss = float(posenet_loss(preds.outputs.double(), preds.targets.double(), cfg.model.loss.beta))
+            val_loss = float(objective.loss.score(preds.outputs.double(), preds.targets.double()))
         else:
             val_loss = float(nn.functional.cross_entropy(preds.outputs, preds.targets))
     row = {"val_loss": val_loss, "score": validation_score(task, metrics, val_loss)}
@@ -325,6 +332,17 @@ def _validate(objective: Objective, val_set, cfg: RunConfig, task: str, classes,
                    val_rms_t_m=metrics["rms_t_m"], val_rms_r_deg=metrics["rms_r_deg"])
     else:
         row["val_accuracy"] = metrics["accuracy"]
+    return row
+
+
+def _term_columns(terms: list[tuple[float, float]], loss: JSLALoss) -> dict:
+    """The epoch's mean pose terms (metres, quaternion distance) and the learned s_x, s_q: what
+    shows whether one term starves the other."""
+    if not terms:
+        return {}
+    row = {"train_term_t_m": sum(t for t, _ in terms) / len(terms), "train_term_q": sum(q for _, q in terms) / len(terms)}
+    if loss.learned:
+        row.update(s_x=loss.s_x.item(), s_q=loss.s_q.item())
     return row
 
 
@@ -379,6 +397,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-bad", action="store_true", help="skip bad entries/images and report their count")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, help="CPU threads per process")
+    ap.add_argument("--preset", choices=list(PRESETS),
+                    help="paper: the JSLA paper's input 224, batch 40, Adam and the scene's fixed beta "
+                         "(applied over --config; the options below override it)")
     over = ap.add_argument_group("overrides of the config file")
     over.add_argument("--epochs", type=int)
     over.add_argument("--batch-size", type=int)
@@ -388,7 +409,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     over.add_argument("--workers", type=int)
     over.add_argument("--pretrained", help="torchvision googlenet state dict (.pth) or Caffe pickle (.pickle)")
     over.add_argument("--steps", type=int, help="ConvLSTM steps N")
-    over.add_argument("--beta", type=float, help="PoseNet rotation weight")
+    over.add_argument("--beta", type=float, help="PoseNet's fixed rotation weight (turns the learned weighting off)")
     return ap.parse_args(argv)
 
 
@@ -397,6 +418,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     task = TASK_OF_FORMAT[args.format]
     if not args.config or "task" not in (_yaml_section(args.config, "model")):
         cfg.model.task = task
+    if args.preset:
+        for line in apply_preset(cfg, args.preset, args.data):
+            log.info("%s", line)
     overrides = {("train", "epochs"): args.epochs, ("train", "batch_size"): args.batch_size,
                  ("train", "lr"): args.lr, ("train", "seed"): args.seed, ("train", "deterministic"): args.deterministic,
                  ("data", "workers"): args.workers, ("train", "pretrained"): args.pretrained,
@@ -406,6 +430,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             setattr(getattr(cfg, section), name, value)
     if args.beta is not None:
         cfg.model.loss.beta = args.beta
+        cfg.model.loss.learned_weighting = False
     return RunConfig.from_dict(cfg.to_dict())  # re-validate after overrides
 
 

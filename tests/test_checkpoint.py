@@ -121,14 +121,15 @@ def test_write_is_atomic(saved, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
 
 
-def test_posenet_baseline_round_trip(tmp_path):
-    from jsla_fast import PoseNet
+@pytest.mark.parametrize("kind", ["posenet", "poselstm"])
+def test_baseline_round_trip(tmp_path, kind):
+    from jsla_fast.model import MODELS
 
-    model = PoseNet(JSLAConfig(task="scene", num_classes=4)).eval()
-    path = save_checkpoint(model, tmp_path / "posenet.pt")
+    model = MODELS[kind](JSLAConfig(task="scene", num_classes=4)).eval()
+    path = save_checkpoint(model, tmp_path / f"{kind}.pt")
     loaded = load_checkpoint(path)
-    assert isinstance(loaded, PoseNet)
+    assert type(loaded) is MODELS[kind]
     x = torch.randn(2, 3, 224, 224)
     assert torch.equal(model(x).logits, loaded(x).logits)
-    with pytest.raises(CheckpointError, match="holds a 'posenet' model, not JSLA"):
+    with pytest.raises(CheckpointError, match=f"holds a '{kind}' model, not JSLA"):
         JSLA.from_checkpoint(path)

@@ -55,3 +55,21 @@ def test_bad_config_files_are_explained(tmp_path, text, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         JSLAConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_paper_preset_uses_the_scene_beta_or_keeps_the_learned_weighting():
+    from jsla_fast.config import PAPER_BETA, RunConfig, apply_preset, scene_key
+
+    assert scene_key("/data/Cambridge/KingsCollege/") == "kingscollege"
+    assert scene_key("St_Marys-Church") == "stmaryschurch" and PAPER_BETA["stmaryschurch"] == 250.0
+    cfg = RunConfig.from_dict({"data": {"resize": 64, "crop": 48}, "train": {"batch_size": 8, "lr": 1e-3}})
+    said = apply_preset(cfg, "paper", "/data/ShopFacade")
+    assert (cfg.data.resize, cfg.data.crop, cfg.train.batch_size, cfg.train.lr) == (256, 224, 40, 1e-4)
+    assert (cfg.model.loss.learned_weighting, cfg.model.loss.beta) == (False, 100.0)
+    assert "fixed beta = 100 for scene 'shopfacade'" in said[-1]
+    other = RunConfig()
+    said = apply_preset(other, "paper", "/data/7scenes/chess")
+    assert other.model.loss.learned_weighting and "no published beta for scene 'chess'" in said[-1]
+    assert "pass --beta B" in said[-1] and "7-Scenes 120-750" in said[-1]
+    with pytest.raises(ConfigError, match="unknown preset 'fast'; use one of"):
+        apply_preset(RunConfig(), "fast")

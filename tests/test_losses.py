@@ -55,3 +55,34 @@ def test_loss_on_a_real_model_output_backpropagates():
     total, _ = JSLALoss(cfg)(out, target)
     total.backward()
     assert model.head.weight.grad.abs().sum() > 0 and model.aux_heads[0].weight.grad.abs().sum() > 0
+
+
+def test_learned_weighting_starts_from_the_training_poses():
+    """Unset s_x, s_q start at log(term of the mean pose); score() keeps those starting weights."""
+    poses = torch.tensor([[0.0, 0, 0, 1, 0, 0, 0], [2.0, 0, 0, 0, 1, 0, 0]])
+    start = torch.tensor([1.0, 0, 0, 1, 0, 0, 0])  # 1 m from both; quaternion 0 and sqrt(2) away
+    loss = JSLALoss(JSLAConfig())
+    assert loss.learned
+    lx, lq = loss.fit(poses, start)
+    assert (lx, lq) == pytest.approx((1.0, math.sqrt(2) / 2))
+    assert loss.s_x.item() == pytest.approx(0.0, abs=1e-7) and loss.s_q.item() == pytest.approx(math.log(lq))
+    assert loss.weights.tolist() == pytest.approx([1.0, 1 / lq])
+    # a set start is kept; the term floor bounds the weight of a constant orientation
+    fixed = JSLALoss(JSLAConfig(loss={"s_x_init": 0.0, "s_q_init": -3.0}))
+    fixed.fit(poses[:1].expand(4, 7) + torch.tensor([[0.5, 0, 0, 0, 0, 0, 0]]), poses[0])
+    assert (fixed.s_x.item(), fixed.s_q.item()) == (0.0, -3.0)
+    one_view = JSLALoss(JSLAConfig())
+    assert one_view.fit(poses[:1].expand(4, 7), poses[0]) == (0.01, 0.01)
+    pred, target = torch.tensor([[3.0, 4.0, 0.0, 1.0, 0.0, 0.0, 0.0]]), torch.tensor([[0.0, 0, 0, 0, 1, 0, 0]])
+    assert float(loss.score(pred, target)) == pytest.approx(5.0 + math.sqrt(2) / lq)
+
+
+def test_fixed_beta_has_no_parameters_and_scores_with_beta():
+    loss = JSLALoss(JSLAConfig(loss={"learned_weighting": False, "beta": 10.0}))
+    assert not list(loss.parameters()) and loss.weights.tolist() == [1.0, 10.0]
+    assert loss.fit(torch.tensor([[0.0, 0, 0, 1, 0, 0, 0]]), torch.tensor([1.0, 0, 0, 1, 0, 0, 0])) == (1.0, 0.01)
+    assert loss.weights.tolist() == [1.0, 10.0]
+    pred, target = torch.tensor([[1.0, 2.0, 2.0, 0.0, 0.0, 0.0, 2.0]]), torch.tensor([[0.0, 0, 0, 1, 0, 0, 0]])
+    assert float(loss.score(pred, target)) == pytest.approx(3.0 + 10.0 * math.sqrt(2))
+    total, parts = loss(out_with(pose_raw=pred), target)
+    assert parts["t_m"] == pytest.approx(3.0) and parts["q"] == pytest.approx(math.sqrt(2))

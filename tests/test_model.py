@@ -152,3 +152,24 @@ def test_temperature_is_annealed_by_progress():
     assert model.set_progress(0.0) == pytest.approx(1.0)
     assert model.set_progress(1.0) == pytest.approx(0.1)
     assert model.tau == pytest.approx(0.1)
+
+
+def test_poselstm_reads_the_2048_features_as_a_32x64_grid_in_four_directions(seed):
+    from jsla_fast.model import PoseLSTM
+    from jsla_fast.model.poselstm import COLS, ROWS
+
+    torch.manual_seed(seed)
+    model = PoseLSTM(JSLAConfig(task="pose")).eval()
+    assert (ROWS * COLS, model.rows.input_size, model.cols.input_size) == (2048, 64, 32)
+    assert model.rows.bidirectional and model.cols.bidirectional and model.head.in_features == 4 * 256
+    features = torch.randn(3, 2048)
+    raw = model.regress(features)
+    assert raw.shape == (3, 7)
+    # each direction's last state depends on the whole grid: the first and last rows and columns all count
+    for index in (0, COLS - 1, (ROWS - 1) * COLS, ROWS * COLS - 1):
+        moved = features.clone()
+        moved[:, index] += 1.0
+        assert not torch.allclose(model.regress(moved), raw)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.pose.shape == (2, 7) and torch.allclose(out.pose[:, 3:].norm(dim=1), torch.ones(2))
+    assert out.layers.shape == (2, 0) and out.pose_raw.shape == (2, 7)

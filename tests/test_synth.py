@@ -353,3 +353,48 @@ def test_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "jsla_fast.synth", "--out", str(out), "--size", "48by32"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--size" in bad.stderr
+    room = subprocess.run([sys.executable, "-m", "jsla_fast.synth", "--out", str(tmp_path / "room"), "--train", "4",
+                           "--test", "1", "--size", "32x24", "--layout", "room", "--sequences", "4,1", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert room.returncode == 0, room.stderr
+    meta = json.loads((tmp_path / "room" / "scene.json").read_text())
+    assert meta["trajectory"]["layout"] == "room" and meta["trajectory"]["area"] is None
+    assert sorted(meta["sequences"]) == [f"seq-0{i}" for i in range(1, 6)]
+    bad = subprocess.run([sys.executable, "-m", "jsla_fast.synth", "--out", str(out), "--sequences", "6"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--sequences must look like 6,2" in bad.stderr
+
+
+def test_area_walks_revisit_one_area_and_its_directions(room):
+    from jsla_fast.synth.trajectory import recording_area
+
+    area = recording_area(room)
+    assert room.clearance(np.array([(area.lo[0] + area.hi[0]) / 2, (area.lo[1] + area.hi[1]) / 2])) > 0
+    walks = [np.array(walk(room, stream(5, "area", k), 300, area=area)) for k in range(3)]
+    for poses in walks:
+        xy = poses[:, :2, 3]
+        # the pull back into the area is soft: a little overshoot, never a walk elsewhere
+        assert (xy >= np.array(area.lo) - 0.25).all() and (xy <= np.array(area.hi) + 0.25).all()
+        assert room.distance_3d(poses[:, :3, 3]).min() >= 0.3
+        forward = poses[:, :3, 2]
+        yaw = np.arctan2(forward[:, 1], forward[:, 0])
+        off = np.degrees(np.abs(np.angle(np.exp(1j * (yaw - area.heading)))))
+        assert off.max() <= math.degrees(area.spread) + 1e-6
+        assert np.ptp(off) > 20, "the gaze should still sweep within the sector"
+    # the walks cover the same ground: each position of walk 0 is near one of walk 1 or 2
+    others = np.concatenate([w[:, :2, 3] for w in walks[1:]])
+    nearest = np.linalg.norm(walks[0][:, None, :2, 3] - others[None], axis=2).min(1)
+    assert np.median(nearest) < 0.2
+
+
+def test_pose_scene_layouts_are_recorded_and_checked(tmp_path):
+    out = generate_pose_scene(tmp_path / "a", seed=1, train=6, test=2, size=SIZE, layout="area", sequences=(3, 1),
+                              workers=1, progress=False)
+    meta = json.loads((out / "scene.json").read_text())
+    assert meta["trajectory"]["layout"] == "area" and meta["trajectory"]["area"]["spread_deg"] == 60.0
+    assert (out / "TrainSplit.txt").read_text().split() == ["sequence1", "sequence2", "sequence3"]
+    assert (out / "TestSplit.txt").read_text().split() == ["sequence4"]
+    with pytest.raises(ValueError, match="unknown walk layout 'hall'"):
+        generate_pose_scene(tmp_path / "b", layout="hall")
+    with pytest.raises(ValueError, match="at least one training and one test sequence"):
+        generate_pose_scene(tmp_path / "c", sequences=(0, 1))

@@ -148,3 +148,36 @@ def test_tensorboard_scalars_equal_the_csv(tmp_path, scene):
     logged = [(e.step, e.value) for e in events.Scalars("train_loss")]
     assert logged == [(int(r["epoch"]), pytest.approx(float(r["train_loss"]), rel=1e-6)) for r in metrics(run)]
     assert "val_median_t_m" in events.Tags()["scalars"]
+
+
+def test_preset_paper_and_beta_on_the_command_line(tmp_path):
+    from jsla_fast.train import parse_args, run_config
+
+    def config(*extra):
+        return run_config(parse_args(["--data", str(tmp_path / "KingsCollege"), "--format", "cambridge",
+                                      "--out", str(tmp_path / "run"), *extra]))
+
+    default = config()
+    assert default.model.loss.learned_weighting and default.model.loss.s_x_init is None
+    paper = config("--preset", "paper")
+    assert (paper.data.crop, paper.train.batch_size, paper.model.loss.beta) == (224, 40, 500.0)
+    assert not paper.model.loss.learned_weighting
+    # options given on the command line win over the preset
+    mine = config("--preset", "paper", "--beta", "3", "--batch-size", "8")
+    assert (mine.model.loss.beta, mine.train.batch_size, mine.model.loss.learned_weighting) == (3.0, 8, False)
+
+
+def test_poselstm_trains_through_the_same_pipeline(tmp_path, scene):
+    cfg = write_config(tmp_path, 1)
+    run = tmp_path / "lstm"
+    proc = subprocess.run(train_cmd(scene, run, cfg, "--model", "poselstm", "--batch-size", "3"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert ckpt["model"] == "poselstm" and "rows.weight_ih_l0" in ckpt["state_dict"]
+    from jsla_fast import load_checkpoint
+    from jsla_fast.model import PoseLSTM
+
+    assert isinstance(load_checkpoint(run / "best.pt"), PoseLSTM)
+    row = metrics(run)[0]
+    assert float(row["s_x"]) != 0.0 and float(row["train_term_t_m"]) > 0  # the learned weighting, started from the data

@@ -4,8 +4,12 @@ from .convlstm import MultiKernelConvLSTM, convlstm_step_reference
 from .googlenet import GoogLeNet
 from .jsla import JSLA, JSLAOutput
 from .posenet import PoseNet
+from .poselstm import PoseLSTM
 from .layer_selection import LayerSelector, gumbel_straight_through, temperature
 
-__all__ = ["JSLA", "JSLAOutput", "PoseNet", "GoogLeNet", "SpatialAttention", "attention_reference", "resize_to",
+#: every model the pipeline trains, saves and loads, by its ``kind`` (``--model`` in train)
+MODELS = {cls.kind: cls for cls in (JSLA, PoseNet, PoseLSTM)}
+
+__all__ = ["MODELS", "JSLA", "JSLAOutput", "PoseNet", "PoseLSTM", "GoogLeNet", "SpatialAttention", "attention_reference", "resize_to",
            "MultiKernelConvLSTM", "convlstm_step_reference", "LayerSelector", "gumbel_straight_through",
            "temperature"]

@@ -33,11 +33,15 @@ class PoseNet(nn.Module):
     def set_progress(self, progress: float) -> None:
         """No annealed parts; present so training treats both models alike."""
 
+    def regress(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, hidden]`` FC features -> ``[B, output_dim]`` (the part PoseLSTM replaces)."""
+        return self.head(self.dropout(features))
+
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> JSLAOutput:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"PoseNet expects images [B,3,H,W], got {tuple(images.shape)}")
         pooled = self.backbone(images)["5b"].mean(dim=(2, 3))
-        raw = self.head(self.dropout(torch.relu(self.fc(pooled))))
+        raw = self.regress(torch.relu(self.fc(pooled)))
         none = torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device)
         if self.pose_decoder is not None:
             pose, raw = self.pose_decoder(raw)

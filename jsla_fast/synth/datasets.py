@@ -17,12 +17,15 @@ from .files import (FRAME_FILE, GENERATOR, SEQUENCE_DIR, prepare_output, prune, 
 from .render import Lighting
 from .rng import stream
 from .room import CAMERA_Z_MAX, CAMERA_Z_MIN, CLEARANCE, make_room
-from .trajectory import DURATION, random_viewpoints, smooth_noise, walk
+from .trajectory import DURATION, random_viewpoints, recording_area, smooth_noise, walk
 
 log = logging.getLogger(__name__)
 
 VERSION = "1.0"
 TRAIN_SEQUENCES, TEST_SEQUENCES = 3, 2
+#: "area": every walk records one area of the room, looking the same way (like 7-Scenes, whose
+#: test sequences revisit the space of its training ones); "room": each walk roams the whole room
+LAYOUTS = ("area", "room")
 CAMERA_CONVENTION = ("OpenCV / 7-Scenes pinhole camera: x right, y down, z forward (viewing direction). "
                      "Pose files hold the 4x4 camera-to-world matrix (X_world = T @ X_cam), row-major, metres. "
                      "Pixel (row r, column c) samples image point (u, v) = (c, r): pixel centres at integer "
@@ -54,27 +57,34 @@ def _flicker(seed: int, sequence: int, frames: int) -> np.ndarray:
 
 
 def generate_pose_scene(out, seed: int = 0, train: int = 600, test: int = 200, size=(320, 240), *,
+                        layout: str = "area", sequences: tuple[int, int] = (TRAIN_SEQUENCES, TEST_SEQUENCES),
                         workers: int | None = None, progress: bool = True) -> Path:
     """Write one synthetic room as a 7-Scenes scene under ``out``; return ``out`` as a Path.
 
-    ``train`` frames are split over 3 training sequences and ``test`` frames over 2 test sequences
-    (separate walks through the same room, each under its own light). ``size`` is (width, height).
+    ``train`` frames are split over ``sequences[0]`` training sequences and ``test`` frames over
+    ``sequences[1]`` test sequences (separate walks, each under its own light); ``layout`` (see
+    :data:`LAYOUTS`) says where the walks go. ``size`` is (width, height).
     Files: ``seq-NN/frame-NNNNNN.color.png`` and ``.pose.txt``, ``TrainSplit.txt``,
     ``TestSplit.txt`` and ``scene.json`` (intrinsics, conventions, layout, sequences).
     """
     start = time.perf_counter()
     if train < 1 or test < 0:
         raise ValueError(f"need train >= 1 and test >= 0 frames, got train={train}, test={test}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown walk layout {layout!r}; use one of {LAYOUTS}")
+    if len(sequences) != 2 or sequences[0] < 1 or sequences[1] < 1:
+        raise ValueError(f"need at least one training and one test sequence, got sequences={tuple(sequences)}")
     width, height = _size(size)
     out = prepare_output(out, "pose")
     intrinsics = Intrinsics.from_fov(width, height)
     scene = make_room(seed)
-    counts = [("train", n) for n in _split(train, TRAIN_SEQUENCES)] + [("test", n) for n in _split(test, TEST_SEQUENCES)]
+    area = recording_area(scene) if layout == "area" else None
+    counts = [("train", n) for n in _split(train, sequences[0])] + [("test", n) for n in _split(test, sequences[1])]
     jobs, sequences = [], {}
     for number, (split, frames) in enumerate(counts, start=1):
         folder = out / f"seq-{number:02d}"
         folder.mkdir(exist_ok=True)
-        poses = walk(scene, stream(seed, "walk", number), frames, DURATION)
+        poses = walk(scene, stream(seed, "walk", number), frames, DURATION, area)
         light = Lighting.random(stream(seed, "light", number))
         gains = _flicker(seed, number, frames)
         names = set()
@@ -97,7 +107,8 @@ def generate_pose_scene(out, seed: int = 0, train: int = 600, test: int = 200, s
         "camera_convention": CAMERA_CONVENTION, "world_convention": WORLD_CONVENTION, "surface_ids": SURFACE_IDS,
         "room": {"size": list(scene.size), "boxes": [{"kind": b.kind, "lo": list(b.lo), "hi": list(b.hi)}
                                                      for b in scene.boxes]},
-        "trajectory": {"camera_height_m": [CAMERA_Z_MIN, CAMERA_Z_MAX], "min_clearance_m": CLEARANCE,
+        "trajectory": {"layout": layout, "area": None if area is None else area.to_json(),
+                       "camera_height_m": [CAMERA_Z_MIN, CAMERA_Z_MAX], "min_clearance_m": CLEARANCE,
                        "duration_s": DURATION},
         "sequences": sequences,
     })

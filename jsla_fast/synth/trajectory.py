@@ -6,10 +6,15 @@ furniture; a step that would come closer than :data:`~.room.WALK_MARGIN` slides 
 obstacle instead. The gaze turns with a smooth random angular velocity (so yaw sweeps widely) and
 is steered away from walls it is about to stare into; height, pitch and roll are low-pass filtered
 noise squashed into their ranges. Frames are then sampled evenly along the simulated time.
+
+A walk given a :class:`ViewArea` records like 7-Scenes: it stays in the area's plan rectangle and
+looks along the area's heading within +- its spread, so several walks cover the same positions
+and viewing directions densely (a test walk then passes through views the training walks saw).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,13 +38,48 @@ def smooth_noise(rng: np.random.Generator, n: int, tau: float) -> np.ndarray:
     return x / max(float(x.std()), 1e-9)
 
 
-def random_free_point(scene: Scene, rng: np.random.Generator, margin: float) -> np.ndarray:
-    """A uniformly drawn plan position with clearance >= ``margin`` (rejection sampling)."""
+@dataclass(frozen=True)
+class ViewArea:
+    """Where a recording happens: plan rectangle ``lo``..``hi`` (metres) and the viewing
+    directions ``heading`` +- ``spread`` (radians, from world +x towards +y)."""
+
+    lo: tuple[float, float]
+    hi: tuple[float, float]
+    heading: float
+    spread: float
+
+    def to_json(self) -> dict:
+        return {"lo": list(self.lo), "hi": list(self.hi), "heading_deg": round(math.degrees(self.heading), 3),
+                "spread_deg": round(math.degrees(self.spread), 3)}
+
+
+def recording_area(scene: Scene, depth: float = 2.0, spread_deg: float = 60.0) -> ViewArea:
+    """A strip ``depth`` metres deep across one short end of the room, looking down its long axis
+    (x): the end with more free floor. Views from there see most of the room's furniture."""
+    w, d = scene.size[:2]
+    y = (WALK_MARGIN, d - WALK_MARGIN)
+    ends = [((WALK_MARGIN, y[0]), (WALK_MARGIN + depth, y[1]), 0.0),
+            ((w - WALK_MARGIN - depth, y[0]), (w - WALK_MARGIN, y[1]), math.pi)]
+
+    def free(lo, hi) -> float:
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 24), np.linspace(lo[1], hi[1], 24))
+        return float((scene.clearance(np.stack([gx, gy], -1)) >= WALK_MARGIN + 0.1).mean())
+
+    lo, hi, heading = max(ends, key=lambda e: free(e[0], e[1]))
+    return ViewArea(tuple(round(v, 3) for v in lo), tuple(round(v, 3) for v in hi), heading, math.radians(spread_deg))
+
+
+def random_free_point(scene: Scene, rng: np.random.Generator, margin: float,
+                      area: ViewArea | None = None) -> np.ndarray:
+    """A uniformly drawn plan position with clearance >= ``margin`` (rejection sampling), inside
+    ``area`` when given."""
+    lo, hi = (area.lo, area.hi) if area is not None else ((0, 0), scene.size[:2])
     for _ in range(10000):
-        p = rng.uniform([0, 0], scene.size[:2])
+        p = rng.uniform(lo, hi)
         if scene.clearance(p) >= margin:
             return p
-    raise RuntimeError(f"room {scene.name!r} has no free floor with clearance {margin} m; "
+    where = f"area {area.lo}..{area.hi} of room" if area is not None else "room"
+    raise RuntimeError(f"{where} {scene.name!r} has no free floor with clearance {margin} m; "
                        "the layout is too crowded (try another seed)")
 
 
@@ -67,8 +107,10 @@ def _gradient(scene: Scene, p: np.ndarray, h: float = 0.02) -> np.ndarray:
     return g / n if n > 1e-9 else g
 
 
-def walk(scene: Scene, rng: np.random.Generator, frames: int, duration: float = DURATION) -> list[np.ndarray]:
-    """``frames`` camera-to-world poses sampled evenly along a ``duration``-second hand-held walk."""
+def walk(scene: Scene, rng: np.random.Generator, frames: int, duration: float = DURATION,
+         area: ViewArea | None = None) -> list[np.ndarray]:
+    """``frames`` camera-to-world poses sampled evenly along a ``duration``-second hand-held walk
+    (inside ``area``, looking along its heading, when given)."""
     if frames < 1:
         raise ValueError(f"a walk needs at least one frame, got {frames}")
     n = int(round(duration / DT)) + 1
@@ -78,8 +120,8 @@ def walk(scene: Scene, rng: np.random.Generator, frames: int, duration: float = 
     pitch_n = smooth_noise(rng, n, 2.5)
     roll_n = smooth_noise(rng, n, 2.0)
 
-    p = random_free_point(scene, rng, WALK_MARGIN + 0.1)
-    goal = random_free_point(scene, rng, WALK_MARGIN + 0.1)
+    p = random_free_point(scene, rng, WALK_MARGIN + 0.1, area)
+    goal = random_free_point(scene, rng, WALK_MARGIN + 0.1, area)
     goal_time = 0.0
     v = np.zeros(2)
     yaw = float(rng.uniform(-math.pi, math.pi))
@@ -88,12 +130,14 @@ def walk(scene: Scene, rng: np.random.Generator, frames: int, duration: float = 
     for i in range(n):
         xy[i], yaws[i] = p, yaw
         if np.linalg.norm(goal - p) < 0.4 or (i * DT - goal_time) > 20.0:
-            goal, goal_time = random_free_point(scene, rng, WALK_MARGIN + 0.1), i * DT
+            goal, goal_time = random_free_point(scene, rng, WALK_MARGIN + 0.1, area), i * DT
         to_goal = goal - p
         desired = SPEED * to_goal / max(np.linalg.norm(to_goal), 1e-9) + 0.15 * wander[i]
         clearance = float(scene.clearance(p))
         if clearance < 0.6:  # soft push away from walls and tall furniture
             desired = desired + 0.4 * (0.6 - clearance) / 0.6 * _gradient(scene, p)
+        if area is not None:  # and back into the area when the wander carried it out
+            desired = desired + 0.8 * (np.clip(p, area.lo, area.hi) - p)
         v = v + (desired - v) * (DT / 0.8)  # inertia: a body, not a point, carries the camera
         step = p + v * DT
         if scene.clearance(step) < WALK_MARGIN:
@@ -103,6 +147,8 @@ def walk(scene: Scene, rng: np.random.Generator, frames: int, duration: float = 
             if scene.clearance(step) < WALK_MARGIN:
                 v, step = np.zeros(2), p
         p = step
+        if area is not None:  # gaze: within the area's directions (set after the loop)
+            continue
         # gaze: a random angular velocity, plus a turn away from a wall close ahead
         ahead = _view_free_distance(scene, p, yaw + np.radians([0.0, -50.0, 50.0]))
         steer = 0.0
@@ -111,6 +157,8 @@ def walk(scene: Scene, rng: np.random.Generator, frames: int, duration: float = 
         omega += ((math.radians(40) * turn[i] + 1.5 * steer) - omega) * (DT / 0.5)
         yaw += omega * DT
 
+    if area is not None:
+        yaws = area.heading + area.spread * np.tanh(0.8 * turn)
     z = 0.5 * (CAMERA_Z_MIN + CAMERA_Z_MAX) + 0.5 * (CAMERA_Z_MAX - CAMERA_Z_MIN) * np.tanh(0.6 * height)
     pitch = np.radians(-5.0 + 18.0 * np.tanh(0.5 * pitch_n))
     roll = np.radians(6.0 * np.tanh(0.5 * roll_n))
