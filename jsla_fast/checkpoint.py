@@ -97,8 +97,10 @@ def model_from_payload(payload: dict[str, Any], path: str | Path):
     kind = payload.get("model", "jsla")
     if kind not in classes:
         raise CheckpointError(path, f"holds an unknown model kind {kind!r}; this jsla_fast knows {sorted(classes)}")
+    saved = dict(payload["config"])
+    saved.setdefault("attention_rescale", False)  # checkpoints from before the field ran the paper's O
     try:
-        config = JSLAConfig.from_dict(payload["config"])
+        config = JSLAConfig.from_dict(saved)
     except ConfigError as e:
         raise CheckpointError(path, f"incompatible config: {e}") from None
     model = classes[kind](config)

@@ -93,6 +93,10 @@ class JSLAConfig(YamlConfig):
     attention_slope: float = 0.01  #: LeakyReLU slope; 0.0 gives the main paper's ReLU
     attention_kernel_sizes: tuple[int, ...] = (1, 3, 5)
     attention_width: int = 16  #: channels per attention branch (ours)
+    #: the branch's adapter reads O * h*w instead of the paper's O = F * alpha (ours): a uniform alpha
+    #: then passes F at its own scale. alpha sums to 1, so O alone is F / (h*w), 64x-784x too small
+    #: (3b at 64-224 px input), which the adapter would have to undo by growing its weights
+    attention_rescale: bool = True
     # head
     dropout: float = 0.5
     aux_heads: bool = False  #: per-step auxiliary heads on each h_t
@@ -168,6 +172,9 @@ class DataConfig(YamlConfig):
     crop: int = 224
     val_fraction: float = 0.1  #: held out of train for model selection (ours); test is never used
     flip: bool | None = None  #: random horizontal flips in training; None = scenes only
+    #: random crop positions in training (PoseNet's augmentation); false: the centre crop, as at test.
+    #: A shifted crop is another view under the same pose label (10 px of an 85 px wide 65 deg view: ~8 deg of yaw)
+    random_crop: bool = True
     workers: int = 2  #: DataLoader worker processes
     seed: int = 0  #: for the validation split of scene classes
 

@@ -46,13 +46,15 @@ from .train import train
 log = logging.getLogger("jsla_fast.demo")
 
 #: the CPU demo, chosen by measurement for 2 cores and 20 minutes (docs/TRAINING.md): 6 training walks
-#: over one area of the room and 2 test walks through it; 64 x 64 input; JSLA on a 7 x 7 grid
+#: over one area of the room and 2 test walks through it; 64 x 64 centre crops, no dropout; JSLA
+#: on a 7 x 7 grid, without aux heads (they cost it 0.06-0.08 m here)
 DEFAULT = {"train": 720, "test": 200, "sequences": (6, 2), "size": (128, 96), "epochs": 15, "resize": 64,
-           "crop": 64, "batch_size": 16, "lr": 1e-3, "model": {"grid": 7, "aux_heads": True}}
+           "crop": 64, "random_crop": False, "batch_size": 16, "lr": 1e-3,
+           "model": {"grid": 7, "dropout": 0.0, "aux_heads": False}}
 QUICK = {**DEFAULT, "train": 24, "test": 8, "sequences": (2, 1), "size": (64, 48), "epochs": 1, "resize": 40,
-         "crop": 32}
+         "crop": 32, "model": {**DEFAULT["model"], "aux_heads": True}}
 #: --preset paper: the paper's input (256 -> 224 crops), batch 40 and Adam, JSLA's 14 x 14 grid; hours on a CPU
-PAPER = {**DEFAULT, "size": (341, 256), "model": {"aux_heads": True}}
+PAPER = {**DEFAULT, "size": (341, 256), "random_crop": True, "model": {}}
 MODELS = {"jsla": "JSLA", "posenet": "PoseNet", "poselstm": "LSTM-PoseNet"}
 REFERENCES = {"retrieval": "retrieval (nearest training image by HOG)",
               "nearest_pose": "nearest training pose (oracle)", "mean_pose": "mean training pose"}
@@ -61,7 +63,7 @@ REFERENCES = {"retrieval": "retrieval (nearest training image by HOG)",
 def demo_config(p: dict, seed: int, preset: str | None = None) -> RunConfig:
     cfg = RunConfig(
         model=JSLAConfig(task="pose", steps=3, **p["model"]),
-        data=DataConfig(resize=p["resize"], crop=p["crop"], workers=0, val_fraction=0.1),
+        data=DataConfig(resize=p["resize"], crop=p["crop"], random_crop=p["random_crop"], workers=0, val_fraction=0.1),
         train=TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], seed=seed),
     )
     if preset:
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the scene, its walks and the training runs")
     ap.add_argument("--preset", choices=list(PRESETS),
                     help="paper: the paper's 224 input and batch 40 on a 341x256 rendering (for a GPU: hours on a CPU)")
+    ap.add_argument("--aux-heads", action="store_true",
+                    help="train JSLA's per-step aux heads and report its per-step errors (the paper's per-step columns)")
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                     help="which models to train (default: all)")
     ap.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
@@ -165,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p = dict(QUICK if args.quick else PAPER if args.preset else DEFAULT)
     if args.epochs:
         p["epochs"] = args.epochs
+    if args.aux_heads:
+        p["model"] = {**p["model"], "aux_heads": True}
     out = Path(args.out)
     started = time.perf_counter()
 
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["setup"] = {"train_images": p["train"], "test_images": p["test"], "sequences": list(p["sequences"]),
                         "image_size": "x".join(map(str, p["size"])), "crop": cfg.data.crop, "epochs": p["epochs"],
                         "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, "seed": args.seed,
-                        "preset": args.preset, "jsla": cfg.model.to_dict(), "loss": cfg.model.loss.to_dict(),
+                        "preset": args.preset, "config": cfg.to_dict(), "loss": cfg.model.loss.to_dict(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "total_seconds": time.perf_counter() - started}
     write_summary(out, summary)

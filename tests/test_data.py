@@ -145,6 +145,13 @@ def test_items_are_cropped_normalised_and_augmented(tmp_path, seed):
     assert len(crops) > 1  # random crops differ
     poses = open_dataset(seven_scenes(tmp_path / "7s", np.random.default_rng(seed)), "7scenes", "train", CFG)
     assert not poses.flip and poses[0][1].shape == (7,) and poses[0][1].dtype == torch.float32
+    # random_crop off: training items are the test-time centre crop (flips, when on, still apply)
+    centre = DataConfig(**{**CFG.to_dict(), "random_crop": False})
+    fixed = open_dataset(root, "mit67", "train", centre, normalization=test.normalization)
+    expect = test.normalization.prepare(load_image(fixed.records.paths[0]))
+    for _ in range(10):
+        got = fixed[0][0]
+        assert torch.equal(got, expect) or torch.equal(got, expect.flip(-1))
 
 
 def test_unreadable_image_and_empty_split(tmp_path, seed, caplog):

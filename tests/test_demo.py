@@ -16,13 +16,20 @@ def test_quick_demo_runs_the_whole_workflow(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    for model in ("jsla", "posenet", "mean_pose"):
+    for model in ("jsla", "posenet", "poselstm", "mean_pose", "retrieval", "nearest_pose"):
         assert summary[model]["median_t_m"] >= 0 and 0 <= summary[model]["median_r_deg"] <= 180
+        assert summary[model]["count"] == 8
     assert summary["jsla"]["train_seconds"] > 0 and len(summary["jsla"]["layer_usage"]) == 3
-    assert summary["posenet"]["layer_usage"] == []
+    assert summary["posenet"]["layer_usage"] == [] and summary["poselstm"]["per_step"] == []
+    assert len(summary["jsla"]["per_step"]) == 3  # the demo trains JSLA's per-step aux heads
+    assert "HOG" in summary["retrieval"]["descriptor"] and summary["nearest_pose"]["nearest_position_median_m"] >= 0
+    assert summary["setup"]["sequences"] == [2, 1] and summary["setup"]["loss"]["learned_weighting"]
     md = (out / "summary.md").read_text()
-    assert "| JSLA |" in md and "| PoseNet (same budget) |" in md and "| mean training pose |" in md
-    for model in ("jsla", "posenet"):
+    for row in ("| JSLA |", "| PoseNet |", "| LSTM-PoseNet |", "| mean training pose |",
+                "| retrieval (nearest training image by HOG) |", "| nearest training pose (oracle) |"):
+        assert row in md, row
+    assert "Coverage of the test views" in md and "| median error |" in md
+    for model in ("jsla", "posenet", "poselstm"):
         assert (out / model / "run" / "best.pt").is_file() and (out / model / "eval" / "results.json").is_file()
         assert Image.open(out / model / "eval" / "trajectory.png").size[0] > 100
     assert Image.open(out / "jsla" / "eval" / "layer_usage.png").size[0] > 100

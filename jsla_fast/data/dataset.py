@@ -85,16 +85,17 @@ def fit_normalization(root: str | Path, fmt: str, cfg: DataConfig, train: Record
 class ImageDataset(Dataset):
     """``ds[i] -> (image [3,crop,crop] float32, target)``: target [7] float32 pose or int64 class.
 
-    ``augment``: random crop (and flip when enabled) for training; otherwise the centre crop of
-    :meth:`Normalization.prepare`.
+    ``augment``: random crop (unless ``random_crop`` is off) and flip (when enabled) for training;
+    otherwise the centre crop of :meth:`Normalization.prepare`.
     """
 
     def __init__(self, records: Records, normalization: Normalization, augment: bool = False,
-                 flip: bool = False) -> None:
+                 flip: bool = False, random_crop: bool = True) -> None:
         self.records = records
         self.normalization = normalization
         self.augment = augment
         self.flip = flip
+        self.random_crop = random_crop
 
     def __len__(self) -> int:
         return len(self.records)
@@ -102,16 +103,16 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         image = load_image(self.records.paths[i])
         norm = self.normalization
-        if self.augment:
+        if self.augment and self.random_crop:
             image = norm.apply(resize_image(image, norm.size))
             h, w = image.shape[-2:]
             top = int(torch.randint(0, h - norm.crop + 1, ()))
             left = int(torch.randint(0, w - norm.crop + 1, ()))
             image = image[:, top:top + norm.crop, left:left + norm.crop]
-            if self.flip and bool(torch.rand(()) < 0.5):
-                image = image.flip(-1)
         else:
             image = norm.prepare(image)
+        if self.augment and self.flip and bool(torch.rand(()) < 0.5):
+            image = image.flip(-1)
         target = self.records.targets[i]
         return image.contiguous(), (target.float() if target.is_floating_point() else target)
 
@@ -128,5 +129,5 @@ def open_dataset(root: str | Path, fmt: str, split: str, cfg: DataConfig | None 
         normalization = fit_normalization(root, fmt, cfg, train)
     augment = (split == "train") if augment is None else augment
     flip = cfg.flip if cfg.flip is not None else TASK_OF_FORMAT[fmt] == "scene"
-    return ImageDataset(records, normalization, augment=augment, flip=flip)
+    return ImageDataset(records, normalization, augment=augment, flip=flip, random_crop=cfg.random_crop)
 

@@ -7,7 +7,7 @@ Reads top-down like the paper's Fig. 2:
     for t in 1..N:
         l_t        = select_layer(h_{t-1})         Gumbel hard attention over layers
         O, alpha   = spatial_attention_l(F_l, h_{t-1})
-        x_t        = adapter_l(O)                  C_l -> D, resized to the 14x14 grid
+        x_t        = adapter_l(h*w O)              C_l -> D, resized to the 14x14 grid (h*w: ours)
         h_t, c_t   = convlstm_step(x_t, h_{t-1}, c_{t-1})
     prediction = FC(dropout(GAP(concat(h_1..h_N))))
 
@@ -57,10 +57,13 @@ class LayerBranch(nn.Module):
                                           cfg.attention_width, cfg.attention_slope)
         self.adapter = nn.Conv2d(channels, cfg.input_channels, 1)
         self.grid = (cfg.grid, cfg.grid)
+        self.rescale = cfg.attention_rescale
 
     def forward(self, feat: torch.Tensor, h: torch.Tensor, backend=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F [B,C,h,w], h_{t-1}) -> (x_t [B,D,G,G], alpha [B,1,h,w])``."""
         out, alpha = self.attention(feat, h, backend)
+        if self.rescale:  # see JSLAConfig.attention_rescale
+            out = out * (out.shape[-2] * out.shape[-1])
         return resize_to(self.adapter(out), self.grid), alpha
 
 
