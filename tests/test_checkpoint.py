@@ -133,3 +133,14 @@ def test_baseline_round_trip(tmp_path, kind):
     assert torch.equal(model(x).logits, loaded(x).logits)
     with pytest.raises(CheckpointError, match=f"holds a '{kind}' model, not JSLA"):
         JSLA.from_checkpoint(path)
+
+
+def test_checkpoints_from_before_attention_rescale_keep_the_papers_o(tmp_path):
+    model = JSLA(JSLAConfig(task="pose", grid=7)).eval()
+    path = save_checkpoint(model, tmp_path / "new.pt")
+    assert load_checkpoint(path).config.attention_rescale
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["attention_rescale"]  # as written before the field existed
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert not old.config.attention_rescale and not old.branches[0].rescale

@@ -36,13 +36,16 @@ def memorisation(tmp: Path, loss: LossConfig | None = None, seed: int = 0, epoch
                     train=TrainConfig(epochs=epochs, batch_size=16, lr=1e-3, seed=seed))
     last = train(cfg, data, "7scenes", tmp / "run", "posenet", device="cpu")
     trained = evaluate(last, data, "7scenes", tmp / "eval", split="train", overlays=0)
-    poses = read_records(data, "7scenes", "train", cfg.data).targets
-    return trained, pose_metrics(mean_pose(poses).expand_as(poses), poses)
+    # evaluate's "train" split is the default one (its last 10% per sequence held out): score the
+    # mean of all training poses on those same images
+    seen = read_records(data, "7scenes", "train", DataConfig()).targets
+    mean = mean_pose(read_records(data, "7scenes", "train", cfg.data).targets)
+    return trained, pose_metrics(mean.expand_as(seen), seen)
 
 
 def test_default_training_learns_the_positions_of_its_training_images(tmp_path):
     trained, reference = memorisation(tmp_path)
-    assert trained["count"] == reference["count"] == 96
+    assert trained["count"] == reference["count"] > 80
     ratio = trained["median_t_m"] / reference["median_t_m"]
     assert ratio < BOUND, (f"training-set median position {trained['median_t_m']:.3f} m is {ratio:.2f}x the mean "
                            f"pose's {reference['median_t_m']:.3f} m: the pipeline does not learn position")

@@ -173,3 +173,20 @@ def test_poselstm_reads_the_2048_features_as_a_32x64_grid_in_four_directions(see
     out = model(torch.randn(2, 3, 64, 64))
     assert out.pose.shape == (2, 7) and torch.allclose(out.pose[:, 3:].norm(dim=1), torch.ones(2))
     assert out.layers.shape == (2, 0) and out.pose_raw.shape == (2, 7)
+
+
+def test_attention_rescale_is_the_adapter_reading_hw_times_o(seed):
+    """attention_rescale: the adapter sees h*w * O, i.e. the paper's O through an adapter whose
+    weights are h*w times larger (the bias unchanged)."""
+    from jsla_fast.model.jsla import LayerBranch
+
+    torch.manual_seed(seed)
+    on, off = (LayerBranch(480, JSLAConfig(grid=7, attention_rescale=r)).eval() for r in (True, False))
+    off.load_state_dict(on.state_dict())
+    feat, h = torch.randn(2, 480, 8, 8), torch.randn(2, 96, 7, 7)
+    with torch.no_grad():
+        off.adapter.weight.mul_(64)
+        x_on, a_on = on(feat, h)
+        x_off, a_off = off(feat, h)
+    torch.testing.assert_close(a_on, a_off, rtol=0, atol=0)
+    torch.testing.assert_close(x_on, x_off, rtol=1e-5, atol=1e-5)
