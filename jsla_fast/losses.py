@@ -86,21 +86,25 @@ class JSLALoss(nn.Module):
         lx, lq = posenet_terms(pred, target)
         return self.weights[0].to(lx) * lx + self.weights[1].to(lq) * lq
 
+    def weigh(self, lx: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """The pose loss from its two terms (learned weighting or fixed beta)."""
+        if self.learned:
+            return lx * torch.exp(-self.s_x) + self.s_x + lq * torch.exp(-self.s_q) + self.s_q
+        return lx + self.cfg.beta * lq
+
     def term(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.task == "scene":
             return F.cross_entropy(pred, target)
-        if self.learned:
-            lx, lq = posenet_terms(pred, target)
-            return lx * torch.exp(-self.s_x) + self.s_x + lq * torch.exp(-self.s_q) + self.s_q
-        return posenet_loss(pred, target, self.cfg.beta)
+        return self.weigh(*posenet_terms(pred, target))
 
     def forward(self, out, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        pred = out.pose_raw if self.task == "pose" else out.logits
-        main = self.term(pred, target)
-        parts = {"main": float(main.detach())}
-        if self.task == "pose":  # the terms themselves, for the training log
-            lx, lq = posenet_terms(pred.detach(), target)
-            parts.update(t_m=float(lx), q=float(lq))
+        if self.task == "pose":
+            lx, lq = posenet_terms(out.pose_raw, target)
+            main = self.weigh(lx, lq)
+            parts = {"main": float(main.detach()), "t_m": float(lx.detach()), "q": float(lq.detach())}
+        else:
+            main = self.term(out.logits, target)
+            parts = {"main": float(main.detach())}
         total = main
         if out.aux:
             aux = torch.stack([self.term(a, target) for a in out.aux]).mean()
