@@ -101,12 +101,14 @@ def _cell(r: dict) -> str:
 
 def summary_markdown(summary: dict) -> str:
     s = summary["setup"]
+    clip = f"gradient norm clipped to {s['grad_clip']}" if s["grad_clip"] else "no gradient clipping"
     lines = [
         "# jsla_fast demo: synthetic indoor scene",
         "",
         f"{s['train_images']} training images ({s['sequences'][0]} walks) / {s['test_images']} test images "
         f"({s['sequences'][1]} walks), {s['image_size']}, input {s['crop']}x{s['crop']}, {s['epochs']} epochs, "
-        f"batch {s['batch_size']}, Adam lr {s['lr']}, gradient norm clipped to {s.get('grad_clip')}, seed {s['seed']}, {s['threads']} CPU threads, torch {s['torch']}.",
+        f"batch {s['batch_size']}, Adam lr {s['lr']}, {clip}, seed {s['seed']}, {s['threads']} CPU threads, "
+        f"torch {s['torch']}.",
         "",
         "| model | median position error (m) | median rotation error (deg) | mean position (m) | mean rotation (deg) "
         "| training time (s) | inference (ms/image) |",
@@ -196,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     summary.update({key: refs[key] for key in REFERENCES})
     summary["setup"] = {"train_images": p["train"], "test_images": p["test"], "sequences": list(p["sequences"]),
                         "image_size": "x".join(map(str, p["size"])), "crop": cfg.data.crop, "epochs": p["epochs"],
-                        "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, "grad_clip": cfg.train.grad_clip, "seed": args.seed,
+                        "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+                        "grad_clip": cfg.train.grad_clip, "seed": args.seed,
                         "preset": args.preset, "config": cfg.to_dict(), "loss": cfg.model.loss.to_dict(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "total_seconds": time.perf_counter() - started}
