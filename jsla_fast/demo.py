@@ -48,10 +48,9 @@ log = logging.getLogger("jsla_fast.demo")
 #: the CPU demo, chosen by measurement for 2 cores and 20 minutes (docs/TRAINING.md): 6 training walks
 #: over one area of the room and 2 test walks through it; 64 x 64 centre crops, no dropout; JSLA
 #: on a 7 x 7 grid, without aux heads (they cost it 0.06-0.08 m here); gradients clipped to norm 1
-#: (JSLA's straight-through gradient spikes to 30x its median; unclipped, the training seed alone
-#: moved JSLA by 0.15 m)
+#: (TrainConfig's default)
 DEFAULT = {"train": 720, "test": 200, "sequences": (6, 2), "size": (128, 96), "epochs": 15, "resize": 64,
-           "crop": 64, "random_crop": False, "batch_size": 16, "lr": 1e-3, "grad_clip": 1.0,
+           "crop": 64, "random_crop": False, "batch_size": 16, "lr": 1e-3,
            "model": {"grid": 7, "dropout": 0.0, "aux_heads": False}}
 QUICK = {**DEFAULT, "train": 24, "test": 8, "sequences": (2, 1), "size": (64, 48), "epochs": 1, "resize": 40,
          "crop": 32, "model": {**DEFAULT["model"], "aux_heads": True}}
@@ -66,8 +65,7 @@ def demo_config(p: dict, seed: int, preset: str | None = None) -> RunConfig:
     cfg = RunConfig(
         model=JSLAConfig(task="pose", steps=3, **p["model"]),
         data=DataConfig(resize=p["resize"], crop=p["crop"], random_crop=p["random_crop"], workers=0, val_fraction=0.1),
-        train=TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], seed=seed,
-                          grad_clip=p["grad_clip"]),
+        train=TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], seed=seed),
     )
     if preset:
         for line in apply_preset(cfg, preset):

@@ -73,3 +73,15 @@ def test_paper_preset_uses_the_scene_beta_or_keeps_the_learned_weighting():
     assert "pass --beta B" in said[-1] and "7-Scenes 120-750" in said[-1]
     with pytest.raises(ConfigError, match="unknown preset 'fast'; use one of"):
         apply_preset(RunConfig(), "fast")
+
+
+def test_training_clips_gradients_by_default_and_rejects_a_bad_norm(tmp_path):
+    from jsla_fast.config import RunConfig, TrainConfig
+
+    assert TrainConfig().grad_clip == 1.0
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  grad_clip: null\n")
+    assert RunConfig.from_yaml(path).train.grad_clip is None  # how a user turns it off
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match=rf"train.grad_clip = {bad} must be a positive gradient norm, or null"):
+            TrainConfig(grad_clip=bad)
