@@ -25,7 +25,7 @@ def test_quick_demo_runs_the_whole_workflow(tmp_path):
     assert len(summary["jsla"]["per_step"]) == 3  # the demo trains JSLA's per-step aux heads
     assert "HOG" in summary["retrieval"]["descriptor"] and summary["nearest_pose"]["nearest_position_median_m"] >= 0
     assert summary["setup"]["sequences"] == [2, 1] and summary["setup"]["loss"]["learned_weighting"]
-    # every model trains with the demo's gradient clipping (JSLA's straight-through spikes; docs/TRAINING.md)
+    # every model trains with the clipping the summary reports (the training default; docs/TRAINING.md)
     assert summary["setup"]["grad_clip"] > 0
     for model in ("jsla", "posenet", "poselstm"):
         saved = yaml.safe_load((out / model / "run" / "config.yaml").read_text())
