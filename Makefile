@@ -23,13 +23,13 @@ $(STAMP): setup.py pyproject.toml
 	$(BIN)/pip install --quiet --no-build-isolation -e ".[test]"
 	@touch $(STAMP)
 
-# torch.ops.jsla.* (csrc/torch + csrc/kernels): the editable install builds it in place; rebuild
+# torch.ops.jsla.* (csrc/torch + csrc/cpu): the editable install builds it in place; rebuild
 # only when a C++ source is newer than the library (an edit after installing).
 $(EXT): $(STAMP) $(CSRC)
 	@so=$$(ls jsla_fast/_C*.so 2>/dev/null | head -1); \
 	if [ -z "$$so" ] || [ -n "$$(find csrc -newer "$$so" -type f)" ]; then \
 	  $(BIN)/python setup.py --quiet build_ext --inplace > build-ext.log 2>&1 || { cat build-ext.log; exit 1; }; fi
-	$(BIN)/python -c "from jsla_fast.backends import why_unavailable as w; r = w('cpp'); assert r is None, r"
+	$(BIN)/python -c "from jsla_fast.ops.dispatch import why_unavailable as w; r = w('cpp'); assert r is None, r"
 	@touch $(EXT)
 
 # ROS 1 from Debian's packages (only those missing) + the venv's path to rospy; see ros/install.sh.

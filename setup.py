@@ -40,7 +40,7 @@ def extensions():
               "(install torch first, then pip install --no-build-isolation -e .)")
         return [], {}
     no_cuda = cuda_build()
-    sources = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("csrc/kernels/*.cpp"), *ROOT.glob("csrc/torch/*.cpp")]
+    sources = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("csrc/cpu/*.cpp"), *ROOT.glob("csrc/torch/*.cpp")]
                      if no_cuda is None or p.name != "cuda.cpp")
     arch = os.environ.get("JSLA_FAST_CPU_ARCH", "native")
     # -fopenmp: at::parallel_for is inlined from ATen/ParallelOpenMP.h; without it the ops run on one thread
@@ -68,7 +68,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    # kernels/ (Triton) sits at the top of the checkout (SPEC §1) and installs as jsla_fast.kernels
+    # kernels/ (Triton) sits at the top of the checkout beside csrc/ and installs as jsla_fast.kernels
     packages=[*find_packages(include=["jsla_fast", "jsla_fast.*"]), "jsla_fast.kernels"],
     package_dir={"jsla_fast.kernels": "kernels"},
     ext_modules=ext_modules,

@@ -1,8 +1,9 @@
 """jsla_fast: Joint Spatial and Layer Attention (BMVC 2019) for camera relocalization and scenes."""
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, save_checkpoint
 from .config import ConfigError, JSLAConfig, LossConfig
 from .losses import JSLALoss
 from .model import JSLA, JSLAOutput, PoseNet
+from .model.registry import load_checkpoint
 from .normalization import Normalization
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@
                               [--batch 1,40] [--device cpu] [--dtype float32] [--repeat 50]
                               [--threads N] [--quick] [--json OUT.json]
 
-Prints a markdown table and writes the JSON of SPEC §5. Timing: warm-up runs, then ``repeat``
+Prints a markdown table and writes the JSON of docs/DESIGN.md, "The bench JSON". Timing: warm-up runs, then ``repeat``
 timed runs (wall clock on CPU, CUDA events on GPU) taken in 5 rounds that alternate between the
 backends of one row group, so a shared machine's drifting speed hits all of them alike; median
 and p90. Ratios are against the reference eager row of the same op, shape and batch.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import os
@@ -39,14 +40,15 @@ from pathlib import Path
 
 import torch
 
-from .backends import BACKENDS, available
-from .config import JSLAConfig
-from .model import JSLA, attention_reference, convlstm_step_reference
+from . import ops
+from .config import JSLAConfig, layer_shapes
+from .model import JSLA
+from .ops import BACKENDS, attention_reference, available, convlstm_step_reference
 from .ops.cost import attention_cost, convlstm_cost
 from .runtime import Localizer
 
 log = logging.getLogger("jsla_fast.bench")
-ATTENTION_SHAPES = [(480, 28, 28), (512, 14, 14), (832, 14, 14), (1024, 7, 7)]
+ATTENTION_SHAPES = list(layer_shapes(224).values())  #: the candidate layers at 224 x 224
 EXTRA_BACKENDS = ("compile", "onnxruntime")
 
 
@@ -144,11 +146,13 @@ def compile_mode(device: torch.device) -> str | None:
 
 
 def op_functions(backends: list[str], device: torch.device) -> dict[str, tuple[Callable, Callable]]:
-    """backend -> (attention, convlstm_step) for the per-op rows."""
+    """backend -> (attention, convlstm_step) for the per-op rows: the public entries (checks
+    included, as every caller runs them) with the backend resolved once."""
     fns = {}
     for name in backends:
         if name in BACKENDS:
-            fns[name] = (BACKENDS[name].attention, BACKENDS[name].convlstm_step)
+            impl = BACKENDS[name]
+            fns[name] = (functools.partial(ops.attention, backend=impl), functools.partial(ops.convlstm_step, backend=impl))
         elif name == "compile":
             mode = compile_mode(device)
             fns[name] = (torch.compile(attention_reference, dynamic=False, mode=mode),
@@ -208,7 +212,8 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> l
     also with its CUDA graph), torch.compile of the reference and onnxruntime (CPU)."""
     rows = []
     if checkpoint:
-        from .checkpoint import load_checkpoint
+        from .model.registry import load_checkpoint
+
         trained = load_checkpoint(checkpoint, map_location=device)
     else:
         torch.manual_seed(0)
@@ -219,11 +224,11 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> l
     for batch in batches:
         images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device, dtype)
         with torch.inference_mode():
-            layers = base(images).layers[0].tolist() if hasattr(base, "static_graph") else []
+            layers = base(images).layers[0].tolist() if base.has_static_form else []
         runs: list[tuple[str, str, Callable]] = [("reference", "eager", lambda m=base: m(images))]
         for name in backends:
             if name in BACKENDS:
-                graphs = [False, True] if device.type == "cuda" and hasattr(base, "static_graph") else [False]
+                graphs = [False, True] if device.type == "cuda" and base.has_static_form else [False]
                 for graph in graphs:
                     loc = Localizer(copy.deepcopy(trained), device, backend=name, dtype=dtype, cuda_graph=graph)
                     runs.append((name, "localizer+graph" if graph else "localizer", lambda loc=loc: loc(images)))
@@ -380,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ros", action="store_true", help="the ROS node's overhead: replay frames through a real "
                     "roscore and localize_node (needs `make ros`; only this unless --ops/--e2e are given too)")
     ap.add_argument("--ros-frames", type=int, default=200, help="frames replayed with --ros")
-    ap.add_argument("--json", help="write the results here (SPEC §5)")
+    ap.add_argument("--json", help="write the results here (docs/DESIGN.md, \"The bench JSON\")")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
@@ -401,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         missing = [b for b in backends if b in BACKENDS and b not in available(device)]
         if missing:
-            from .backends import why_unavailable
+            from .ops import why_unavailable
             for b in missing:
                 log.error("backend %s: %s", b, why_unavailable(b, device))
             return 2

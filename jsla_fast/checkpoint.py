@@ -1,5 +1,9 @@
 """One-file checkpoints: config, weights, normalisation statistics and a format version.
 
+This module is the file format only; building the model a file names is
+:func:`jsla_fast.model.registry.load_checkpoint` (``jsla_fast.load_checkpoint``), or
+``JSLA.from_checkpoint`` for one kind.
+
 Written atomically (temporary file in the same folder, fsync, rename), so a crash never leaves a
 half-written checkpoint under the final name. Read with ``torch.load(weights_only=True)``, which
 refuses any pickle that would construct arbitrary objects or run code.
@@ -30,13 +34,13 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(model, path: str | Path, *, normalization: Normalization | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (:class:`~jsla_fast.JSLA` or the PoseNet baseline) to ``path`` atomically.
+    """Write ``model`` (any :class:`jsla_fast.model.base.Model`) to ``path`` atomically.
 
     ``normalization`` defaults to ``model.normalization``; ``extra`` holds further plain data
     (tensors, numbers, strings, lists, dicts), e.g. training state.
     """
     path = Path(path)
-    norm = normalization if normalization is not None else getattr(model, "normalization", None)
+    norm = normalization if normalization is not None else model.normalization
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -78,32 +82,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def model_classes() -> dict:
-    from .model import MODELS
-
-    return MODELS
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Build the model a checkpoint describes (JSLA, PoseNet or PoseLSTM), load its weights and
-    normalisation, and return it in eval mode."""
-    return model_from_payload(read_checkpoint(path, map_location), path).to(map_location)
-
-
-def model_from_payload(payload: dict[str, Any], path: str | Path):
-    """The model of a payload :func:`read_checkpoint` returned (for callers that also want its
-    ``extra``, without reading the file twice); ``path`` names it in errors."""
-    classes = model_classes()
-    kind = payload.get("model", "jsla")
-    if kind not in classes:
-        raise CheckpointError(path, f"holds an unknown model kind {kind!r}; this jsla_fast knows {sorted(classes)}")
+def checkpoint_config(payload: dict[str, Any], path: str | Path) -> JSLAConfig:
+    """The model config a payload from :func:`read_checkpoint` records; ``path`` names it in errors."""
     saved = dict(payload["config"])
     saved.setdefault("attention_rescale", False)  # checkpoints from before the field ran the paper's O
     try:
-        config = JSLAConfig.from_dict(saved)
+        return JSLAConfig.from_dict(saved)
     except ConfigError as e:
         raise CheckpointError(path, f"incompatible config: {e}") from None
-    model = classes[kind](config)
+
+
+def load_weights(model, payload: dict[str, Any], path: str | Path) -> None:
+    """Load a payload's weights and normalisation into ``model`` (built from its config), naming
+    every mismatch."""
     state = payload["state_dict"]
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -119,4 +110,3 @@ def model_from_payload(payload: dict[str, Any], path: str | Path):
             model.normalization = Normalization.from_dict(payload["normalization"])
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise CheckpointError(path, f"malformed normalization: {e}") from None
-    return model.eval()

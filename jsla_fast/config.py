@@ -1,6 +1,6 @@
-"""Configuration dataclasses with the defaults of SPEC.md §2, loadable from and savable to YAML.
-
-Choices the paper leaves open are marked (ours) in SPEC.md; each is a field here, not a constant.
+"""Configuration dataclasses, loadable from and savable to YAML. The model they describe is
+docs/DESIGN.md, "The model"; choices the paper leaves open are marked (ours) there and here, and
+each is a field, not a constant.
 """
 from __future__ import annotations
 
@@ -11,14 +11,37 @@ from typing import Any
 
 import yaml
 
-#: Candidate layers of GoogLeNet in network order: name -> (channels, stride w.r.t. the input).
-#: Outputs are taken before the following max-pool (SPEC §2).
+#: Candidate layers of GoogLeNet in network order: name -> (channels, how many of the backbone's
+#: stride-2 max-pools come before it). Outputs are taken before the following max-pool. The one
+#: table of the layers' shapes (:func:`layer_shapes`).
 CANDIDATE_LAYERS: dict[str, tuple[int, int]] = {
-    "3b": (480, 8),
-    "4c": (512, 16),
-    "4e": (832, 16),
-    "5b": (1024, 32),
+    "3b": (480, 2),
+    "4c": (512, 3),
+    "4e": (832, 3),
+    "5b": (1024, 4),
 }
+
+
+def _pooled(size: int, kernel: int) -> int:
+    """A stride-2 max-pool with ``ceil_mode=True`` and no padding (the backbone's), as PyTorch
+    sizes it: the last window must start inside the input."""
+    out = -(-(size - kernel) // 2) + 1
+    return out - 1 if (out - 1) * 2 >= size else out
+
+
+def layer_shapes(size: int = 224, layers: tuple[str, ...] | None = None,
+                 style: str = "torchvision") -> dict[str, tuple[int, int, int]]:
+    """``name -> (C, h, w)`` of the candidate layers for a ``size`` x ``size`` input: 3b 480x28x28,
+    4c 512x14x14, 4e 832x14x14, 5b 1024x7x7 at 224. The 7x7 stride-2 conv1 halves (rounding up),
+    then 3x3 max-pools (the last one 2x2 in the torchvision style) round up."""
+    grids, g = [], -(-size // 2)
+    for i in range(4):
+        g = _pooled(g, 2 if i == 3 and style == "torchvision" else 3)
+        grids.append(g)
+    names = CANDIDATE_LAYERS if layers is None else layers
+    return {n: (CANDIDATE_LAYERS[n][0], grids[CANDIDATE_LAYERS[n][1] - 1], grids[CANDIDATE_LAYERS[n][1] - 1])
+            for n in names}
+
 
 TASKS = ("pose", "scene")
 BACKBONE_STYLES = ("torchvision", "caffe")
@@ -72,7 +95,7 @@ class LossConfig(YamlConfig):
 
 @dataclass
 class JSLAConfig(YamlConfig):
-    """The JSLA model. Defaults follow SPEC §2; ``steps`` defaults to 3 for pose and 2 for scene."""
+    """The JSLA model (docs/DESIGN.md, "The model"); ``steps`` defaults to 3 for pose and 2 for scene."""
 
     task: str = "pose"
     num_classes: int = 67
@@ -164,7 +187,7 @@ class JSLAConfig(YamlConfig):
 
 @dataclass
 class DataConfig(YamlConfig):
-    """Data pipeline (SPEC §4). Pose images: shorter side ``resize``, mean image, random (train) or
+    """Data pipeline (docs/DESIGN.md, "Conventions"). Pose images: shorter side ``resize``, mean image, random (train) or
     centre (test) ``crop``. Scenes: ``scene_size`` x ``scene_size``, mean, crop, flips."""
 
     resize: int = 256

@@ -20,9 +20,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from .atomic import atomic_write
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from .data import TASK_OF_FORMAT, DataError, load_image, open_dataset
-from .inference import attention_picture, localize
+from .checkpoint import CheckpointError, read_checkpoint
+from .model.registry import load_checkpoint
+from .data import FORMATS, DataError, data_format, load_image, open_dataset
+from .plots import attention_picture
+from .runtime import localize
 from .metrics import layer_usage, run_model, task_metrics
 from .plots import plot_layer_usage, plot_trajectory, save_png
 from .pose import pose_errors
@@ -40,7 +42,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, fmt: str, out: str | Path
     out = Path(out)
     model = load_checkpoint(checkpoint, map_location=device)
     extra = read_checkpoint(checkpoint)["extra"]
-    task = TASK_OF_FORMAT[fmt]
+    task = data_format(fmt).task
     if model.config.task != task:
         raise EvaluationError(f"{checkpoint} is a {model.config.task} model but --format {fmt} is a {task} dataset")
     if model.normalization is None:
@@ -51,7 +53,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, fmt: str, out: str | Path
         raise EvaluationError(f"the dataset's classes differ from the checkpoint's ({len(dataset.records.classes)} "
                               f"vs {len(classes)}); evaluate on the dataset the model was trained on")
     preds = run_model(model, DataLoader(dataset, batch_size=batch_size, num_workers=workers), device, progress=True)
-    names = list(getattr(model.config, "layers", ()))
+    names = list(model.layer_names)
     results = {
         "checkpoint": str(checkpoint), "model": model.kind, "task": task, "data": str(data), "format": fmt,
         "split": split, **task_metrics(task, preds.outputs, preds.targets, classes),
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jsla_fast.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--format", required=True, choices=list(TASK_OF_FORMAT))
+    ap.add_argument("--format", required=True, choices=list(FORMATS))
     ap.add_argument("--out", required=True)
     ap.add_argument("--split", default="test", choices=["test", "val"])
     ap.add_argument("--batch-size", type=int, default=16)

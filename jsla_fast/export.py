@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError
+from .model.registry import load_checkpoint
 
 log = logging.getLogger("jsla_fast.export")
 TOLERANCE = 1e-4
@@ -54,7 +55,7 @@ def _quiet(*loggers: str):
 
 
 def input_size(model) -> int:
-    norm = getattr(model, "normalization", None)
+    norm = model.normalization
     return int(norm.crop) if norm is not None and norm.crop else 224
 
 
@@ -63,14 +64,12 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, batch: int 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    if hasattr(model, "set_backend"):
-        model.set_backend("reference")
+    model.set_backend("reference")
     size = input_size(model)
     images = torch.randn(batch, 3, size, size)
-    names = ["pose" if getattr(model.config, "task", "pose") == "pose" else "logits", "layers"]
-    static = getattr(model, "static_graph", None)
-    if static is not None:
-        model.static_graph = True
+    names = ["pose" if model.config.task == "pose" else "logits", "layers"]
+    static = model.static_graph
+    model.static_graph = model.has_static_form
     try:
         # the exporter narrates its passes on stdout and through logging: keep both for errors only
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("onnx_ir", "onnxscript", "torch.onnx"):
@@ -81,8 +80,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, batch: int 
                 verbose=False)
         program.save(str(path))
     finally:
-        if static is not None:
-            model.static_graph = static
+        model.static_graph = static
     return path
 
 

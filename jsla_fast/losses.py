@@ -1,4 +1,4 @@
-"""Training losses (SPEC §2): PoseNet's beta loss, learned (s_x, s_q) weighting, cross-entropy.
+"""Training losses (docs/TRAINING.md, "The pose loss"): PoseNet's beta loss, learned (s_x, s_q) weighting, cross-entropy.
 
 The pose losses take the model's *raw* quaternion (``out.pose_raw``) and normalise it as in
 PoseNet's ``||q - q^/||q^|| ||``; the ground truth is a unit quaternion with w >= 0. Both terms

@@ -1,4 +1,4 @@
-"""Running a model over a dataset and the standard metrics (SPEC §4): median/mean translation (m)
+"""Running a model over a dataset and the standard metrics (docs/DESIGN.md, "Conventions"): median/mean translation (m)
 and rotation (deg) errors for poses, accuracy and per-class accuracy for scenes, layer usage."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model's input preprocessing, stored with every checkpoint (SPEC §4).
+"""The model's input preprocessing, stored with every checkpoint (docs/DESIGN.md, "Conventions").
 
 An RGB image in [0, 1] is resized to ``size`` (H, W), the mean image (or per-channel mean) is
 subtracted, optionally divided by ``std``, and centre-cropped to ``crop`` x ``crop``. Training
@@ -87,3 +87,12 @@ def centre_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
         raise ValueError(f"cannot crop {crop}x{crop} from a {h}x{w} image")
     top, left = (h - crop) // 2, (w - crop) // 2
     return image[..., top:top + crop, left:left + crop]
+
+
+def preprocessing(model) -> Normalization:
+    """The checkpoint's input normalisation (mean image, resize, crop) recorded by training."""
+    norm = model.normalization
+    if norm is None:
+        raise ValueError("the model has no input normalisation; load it from a checkpoint written by training "
+                         "(jsla_fast.train), which records the mean image and crop")
+    return norm

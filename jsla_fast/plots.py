@@ -9,6 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .atomic import atomic_write
+from .normalization import centre_crop, preprocessing, resize_image
 
 
 def heat_colours(values: np.ndarray) -> np.ndarray:
@@ -42,6 +43,22 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
 def attention_strip(image: np.ndarray, maps: list[np.ndarray], labels: list[str]) -> np.ndarray:
     """The image followed by one overlay per step, side by side."""
     return np.concatenate([image] + [overlay_attention(image, m, lab) for m, lab in zip(maps, labels)], axis=1)
+
+
+def display_crop(model, image: torch.Tensor) -> np.ndarray:
+    """The region the model saw, as RGB uint8 ``[crop,crop,3]`` (resized and cropped, not normalised)."""
+    norm = preprocessing(model)
+    shown = resize_image(image, norm.size) if norm.size else image
+    shown = centre_crop(shown, norm.crop) if norm.crop else shown
+    return (shown.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def attention_picture(model, image: torch.Tensor, result) -> np.ndarray:
+    """``image`` as the model saw it with each step's attention map (``result``: a
+    :class:`jsla_fast.runtime.Localization`) and the layer it chose."""
+    names = model.layer_names
+    labels = [f"step {t + 1}: {names[i] if i < len(names) else i}" for t, i in enumerate(result.layers)]
+    return attention_strip(display_crop(model, image), result.attention, labels)
 
 
 def _pyplot():

@@ -1,4 +1,4 @@
-"""Pose conventions (SPEC §4): camera-to-world, metres, quaternions (w, x, y, z) unit with w >= 0.
+"""Pose conventions (docs/DESIGN.md, "Conventions"): camera-to-world, metres, quaternions (w, x, y, z) unit with w >= 0.
 
 ROS messages order quaternions (x, y, z, w): convert with :func:`wxyz_to_xyzw` /
 :func:`xyzw_to_wxyz`, never by hand. All functions take torch tensors with any leading batch

@@ -16,18 +16,28 @@ from pathlib import Path
 
 import torch
 
-from .backends import BackendUnavailable
 from .checkpoint import CheckpointError, read_checkpoint
 from .data import DataError, load_image
-from .inference import attention_picture, image_files
-from .plots import save_png
+from .ops import BackendUnavailable
+from .plots import attention_picture, save_png
 from .runtime import Localizer
 
 log = logging.getLogger("jsla_fast.predict")
 
 
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and the images found (recursively, sorted) in folders."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+        else:
+            found.append(item)
+    return found
+
+
 def describe(model, result, classes: list[str] | None) -> dict:
-    names = getattr(model.config, "layers", ())
+    names = model.layer_names
     line: dict = {"layers": [names[i] for i in result.layers], "ms": round(result.ms, 3)}
     if result.pose is not None:
         x, y, z, qw, qx, qy, qz = result.pose

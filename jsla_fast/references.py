@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DataConfig
-from .data import TASK_OF_FORMAT, DataError, load_image, read_records
+from .data import FORMATS, DataError, load_image, read_records
 from .metrics import pose_metrics
 from .pose import canonical_quaternion, pose_errors
 from .progress import progress
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(prog="python -m jsla_fast.references", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
-    ap.add_argument("--format", required=True, choices=list(TASK_OF_FORMAT))
+    ap.add_argument("--format", required=True, choices=list(FORMATS))
     ap.add_argument("--split", default="test", choices=["test", "val"])
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args(argv)

@@ -6,9 +6,9 @@ allows and returns results users can publish (pose, class, chosen layers, attent
     out = loc(batch)                              # normalised [B,3,224,224] -> JSLAOutput
 
 What it does to the loaded model (each exact in eval, each an option):
-- folds every BatchNorm into the layer before it (backbone convs, the layer selector's FC);
-- folds the attention's E_att -> BN -> C_A into one 5x5 conv once (SPEC §2 note), so the fused
-  attention op gets its weights without per-frame work;
+- ``model.fuse()``: folds every BatchNorm into the layer before it (backbone convs, the layer
+  selector's FC), and the attention's E_att -> BN -> C_A into one 5x5 conv once
+  (docs/DESIGN.md, "The model"), so the fused attention op gets its weights without per-frame work;
 - channels-last memory format for the backbone's convolutions;
 - on CPU, the backbone frozen as a TorchScript graph (oneDNN weights prepacked once, conv+ReLU
   fused, no Python per layer);
@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backends import resolve
-from .checkpoint import load_checkpoint
+from .ops import resolve
+from .model.registry import load_checkpoint
+from .model.base import Model
 from .model.jsla import gather_attention
-from .normalization import Normalization
+from .normalization import preprocessing
 
 log = logging.getLogger("jsla_fast.runtime")
 
@@ -57,45 +58,6 @@ def _dtype(dtype: torch.dtype | str) -> torch.dtype:
     if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise ValueError(f"dtype must be float32, float16, bfloat16 or float64, got {dtype!r}")
     return dtype
-
-
-def preprocessing(model) -> Normalization:
-    """The checkpoint's input normalisation (mean image, resize, crop) recorded by training."""
-    norm = getattr(model, "normalization", None)
-    if norm is None:
-        raise ValueError("the model has no input normalisation; load it from a checkpoint written by training "
-                         "(jsla_fast.train), which records the mean image and crop")
-    return norm
-
-
-@torch.no_grad()
-def fold_conv_bn(conv: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> None:
-    """Make ``conv`` compute ``bn(conv(x))`` (eval statistics); the caller then drops ``bn``."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shape = (-1,) + (1,) * (conv.weight.dim() - 1)
-    conv.weight.mul_(scale.view(shape))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    new_bias = (bias - bn.running_mean) * scale + bn.bias
-    conv.bias = nn.Parameter(new_bias, requires_grad=False)
-
-
-def fold_batchnorm(model: nn.Module) -> int:
-    """Fold BN into the preceding layer of every BasicConv2d and of the layer selector; returns
-    how many were folded. The model must be in eval mode and is changed in place."""
-    from .model.googlenet import BasicConv2d
-    from .model.layer_selection import LayerSelector
-
-    folded = 0
-    for module in model.modules():
-        if isinstance(module, BasicConv2d) and isinstance(module.bn, nn.BatchNorm2d):
-            fold_conv_bn(module.conv, module.bn)
-            module.bn = nn.Identity()
-            folded += 1
-        elif isinstance(module, LayerSelector) and isinstance(module.bn, nn.BatchNorm1d):
-            fold_conv_bn(module.fc1, module.bn)
-            module.bn = nn.Identity()
-            folded += 1
-    return folded
 
 
 class FrozenBackbone(nn.Module):
@@ -172,7 +134,7 @@ class Localizer:
     """A loaded model prepared for fast inference (see the module docstring).
 
     ``source``: a checkpoint path or a model (which is then modified in place when ``optimize``).
-    ``backend``: a name from :mod:`jsla_fast.backends` ('auto' = fastest available for the
+    ``backend``: a name from :mod:`jsla_fast.ops.dispatch` ('auto' = fastest available for the
     device and dtype).
     ``threads``: torch's intra-op threads (process-wide), None leaves it as is.
     ``dtype``: the model's floating-point type (``torch.float16``/``"bfloat16"``... ; None keeps
@@ -181,7 +143,7 @@ class Localizer:
     ``optimize``).
     """
 
-    def __init__(self, source: str | Path | nn.Module, device: str | torch.device = "cpu", backend: str = "auto",
+    def __init__(self, source: str | Path | Model, device: str | torch.device = "cpu", backend: str = "auto",
                  threads: int | None = None, optimize: bool = True, channels_last: bool = True,
                  dtype: torch.dtype | str | None = None, cuda_graph: bool | None = None) -> None:
         self.device = torch.device(device)
@@ -192,26 +154,22 @@ class Localizer:
         model = model.to(self.device).eval().requires_grad_(False)
         self.dtype = next(model.parameters()).dtype if dtype is None else _dtype(dtype)
         self.backend = resolve(backend, self.device, self.dtype).name
-        if hasattr(model, "set_backend"):
-            model.set_backend(self.backend)
+        model.set_backend(self.backend)
         if optimize:  # in float32, before any cast to a 16-bit type
-            fold_batchnorm(model)
-            for module in model.modules():
-                if hasattr(module, "freeze"):
-                    module.freeze()
+            model.fuse()
         model = model.to(self.dtype)
         self.channels_last = channels_last
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if optimize and self.device.type == "cpu" and hasattr(model, "backbone"):
+        if optimize and self.device.type == "cpu":
             example = self._example(model)
             try:
                 model.backbone = FrozenBackbone(model.backbone, example)
             except RuntimeError as e:  # an exotic backbone TorchScript can't trace: stay eager
                 log.warning("backbone stays eager (TorchScript freezing failed: %s)", e)
         if cuda_graph is None:
-            cuda_graph = optimize and self.device.type == "cuda" and hasattr(model, "static_graph")
-        if cuda_graph and (self.device.type != "cuda" or not hasattr(model, "static_graph")):
+            cuda_graph = optimize and self.device.type == "cuda" and model.has_static_form
+        if cuda_graph and (self.device.type != "cuda" or not model.has_static_form):
             raise ValueError("cuda_graph=True needs a CUDA device and a JSLA model "
                              f"(got device {self.device}, model {type(model).__name__})")
         self.cuda_graph = cuda_graph
@@ -219,7 +177,7 @@ class Localizer:
         self.model = model
 
     def _example(self, model) -> torch.Tensor:
-        size = preprocessing(model).crop if getattr(model, "normalization", None) is not None else 224
+        size = preprocessing(model).crop if model.normalization is not None else 224
         example = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
         return example.contiguous(memory_format=torch.channels_last) if self.channels_last else example
 
@@ -252,3 +210,9 @@ class Localizer:
             attention=[a[0, 0].float().cpu().numpy() for a in out.attention],
             ms=ms,
         )
+
+
+def localize(model: Model, image: torch.Tensor, device: torch.device | str = "cpu") -> Localization:
+    """One image through ``model`` as it is (no folding, its own backend): ``evaluate``'s overlays
+    and the demo. ``image``: RGB ``[3,H,W]`` float in [0, 1], any size."""
+    return Localizer(model, device, backend=model.backend, optimize=False, channels_last=False).localize(image)

@@ -30,10 +30,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import PRESETS, ConfigError, RunConfig, apply_preset
-from .data import TASK_OF_FORMAT, DataError, open_dataset
+from .data import FORMATS, DataError, data_format, open_dataset
 from .losses import JSLALoss
 from .metrics import run_model, task_metrics
-from .model import MODELS
+from .model.registry import MODELS, Model
 from .model.pretrained import load_caffe_googlenet, load_torchvision_googlenet
 from .progress import progress
 from .references import mean_pose
@@ -116,7 +116,7 @@ class Objective(nn.Module):
         return total, parts
 
 
-def build_model(kind: str, cfg: RunConfig, pretrained: bool = True) -> nn.Module:
+def build_model(kind: str, cfg: RunConfig, pretrained: bool = True) -> Model:
     """The model; with ``pretrained`` its backbone starts from ``train.pretrained`` when set."""
     model = MODELS[kind](cfg.model)
     weights = cfg.train.pretrained
@@ -128,14 +128,13 @@ def build_model(kind: str, cfg: RunConfig, pretrained: bool = True) -> nn.Module
     return model
 
 
-def init_pose_heads(model: nn.Module, poses: torch.Tensor) -> None:
+def init_pose_heads(model: Model, poses: torch.Tensor) -> None:
     """Fit the position standardisation to the training poses and start every pose head at the
     mean pose (position offset 0, mean orientation); the heads' weights stay random."""
     model.pose_decoder.fit(poses[:, :3])
     start = torch.cat([torch.zeros(3), mean_pose(poses)[3:]])
-    heads = [model.head] + list(getattr(model, "aux_heads", None) or [])
     with torch.no_grad():
-        for head in heads:
+        for head in model.pose_heads():
             head.bias.copy_(start.to(head.bias))
             head.weight.mul_(0.1)
 
@@ -184,7 +183,7 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
     elif last.exists():
         raise TrainError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --out")
 
-    task = TASK_OF_FORMAT[fmt]
+    task = data_format(fmt).task
     if cfg.model.task != task:
         raise TrainError(f"--format {fmt} is a {task} dataset but the model config says task: {cfg.model.task}; "
                          f"set model.task: {task}")
@@ -281,10 +280,10 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
             if "t_m" in parts:
                 terms.append((parts["t_m"], parts["q"]))
             seen += images.shape[0] * procs.world
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", **({"tau": f"{model.tau:.2f}"} if hasattr(model, "tau") else {}), refresh=False)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", **({"tau": f"{model.tau:.2f}"} if model.tau is not None else {}), refresh=False)
         seconds = time.perf_counter() - started
 
-        row = {"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1), "tau": getattr(model, "tau", ""),
+        row = {"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1), "tau": "" if model.tau is None else model.tau,
                **_term_columns(terms, objective.loss),
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "images_per_s": round(seen / max(seconds, 1e-9), 2)}
         if procs.main:
@@ -393,7 +392,7 @@ def _log_to_file(path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m jsla_fast.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="dataset folder")
-    ap.add_argument("--format", required=True, choices=list(TASK_OF_FORMAT), help="dataset layout")
+    ap.add_argument("--format", required=True, choices=list(FORMATS), help="dataset layout")
     ap.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints)")
     ap.add_argument("--config", help="YAML with sections model:, data:, train: (see RunConfig)")
     ap.add_argument("--model", default="jsla", choices=list(MODELS))
@@ -419,7 +418,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_config(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig.from_yaml(args.config) if args.config else RunConfig()
-    task = TASK_OF_FORMAT[args.format]
+    task = FORMATS[args.format].task
     if not args.config or "task" not in (_yaml_section(args.config, "model")):
         cfg.model.task = task
     if args.preset:

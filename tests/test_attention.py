@@ -5,10 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jsla_fast.model import SpatialAttention, attention_reference, resize_to
+from jsla_fast.config import layer_shapes
+from jsla_fast.model import SpatialAttention, resize_to
+from jsla_fast.ops import attention_reference
 
 # the four candidate layers' shapes plus odd ones (grids that are not square, C not a multiple of 8)
-SHAPES = [(480, 28, 28), (512, 14, 14), (832, 14, 14), (1024, 7, 7), (37, 5, 7), (13, 9, 3)]
+SHAPES = [*layer_shapes(224).values(), (37, 5, 7), (13, 9, 3)]
 
 
 def randomise_bn(bn: torch.nn.BatchNorm2d, g: torch.Generator) -> None:

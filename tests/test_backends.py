@@ -8,12 +8,13 @@ import json
 import pytest
 import torch
 
-from conftest import force_layer, make_diverse_selector, randomise_batchnorm
+from helpers.models import force_layer, make_diverse_selector, randomise_batchnorm
 from jsla_fast import JSLA, JSLAConfig, save_checkpoint
-from jsla_fast.backends import AUTO_ORDER, BackendUnavailable, available, resolve, why_unavailable
+from jsla_fast.config import layer_shapes
+from jsla_fast.ops import AUTO_ORDER, BackendUnavailable, available, resolve, why_unavailable
 from jsla_fast.model.jsla import gather_attention
 from jsla_fast.normalization import Normalization
-from jsla_fast.runtime import Localizer, fold_batchnorm
+from jsla_fast.runtime import Localizer
 
 # the fused CPU backends the whole model runs on (Triton runs on CPU only interpreted: far too slow
 # for a 224x224 model; its model-level checks are GPU tests)
@@ -188,14 +189,14 @@ def test_localizer_dtype_option(images, seed):
         Localizer(copy.deepcopy(model), dtype="int8")
 
 
-def test_fold_batchnorm_is_exact_for_the_backbone(seed):
+def test_fuse_folds_batchnorm_exactly_in_the_backbone(seed):
     torch.manual_seed(seed)
     model = JSLA(JSLAConfig()).eval()
     randomise_batchnorm(model, torch.Generator().manual_seed(seed))
     x = torch.randn(2, 3, 96, 96)
     with torch.inference_mode():
         want = model.backbone(x)
-        assert fold_batchnorm(model) == 57 + 1  # every BasicConv2d, and the layer selector
+        assert model.fuse() == 57 + 1  # every BasicConv2d, and the layer selector
         got = model.backbone(x)
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5)
@@ -235,7 +236,7 @@ def test_bench_writes_spec_json(tmp_path):
     assert {"device", "torch", "threads", "results", "peak_gflops", "peak_gbps"} <= report.keys()
     rows = report["results"]
     att = [r for r in rows if r["name"] == "attention"]
-    assert {tuple(r["shape"][1:]) for r in att} == {(480, 28, 28), (512, 14, 14), (832, 14, 14), (1024, 7, 7)}
+    assert {tuple(r["shape"][1:]) for r in att} == set(layer_shapes(224).values())
     assert {r["backend"] for r in att} == {"reference", "cpp"}
     for r in rows:
         assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["speedup"] > 0

@@ -1,4 +1,4 @@
-"""Config dataclasses: SPEC defaults, YAML round trip, errors that name the field."""
+"""Config dataclasses: the documented defaults, YAML round trip, errors that name the field."""
 from __future__ import annotations
 
 import pytest

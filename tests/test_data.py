@@ -14,7 +14,7 @@ from jsla_fast.data import DataError, open_dataset, read_records
 from jsla_fast.data import mean_image as mean_image_module
 from jsla_fast.pose import quaternion_to_matrix
 
-from datasets import S, cambridge, mit67, seven_scenes, write_image
+from helpers.data import S, cambridge, mit67, seven_scenes, write_image
 
 CFG = DataConfig(resize=32, scene_size=32, crop=24, val_fraction=0.25, workers=0)
 

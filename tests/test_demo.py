@@ -10,6 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from jsla_fast.demo import DEFAULT
+
 
 def test_quick_demo_runs_the_whole_workflow(tmp_path):
     out = tmp_path / "demo_out"
@@ -30,6 +32,8 @@ def test_quick_demo_runs_the_whole_workflow(tmp_path):
     for model in ("jsla", "posenet", "poselstm"):
         saved = yaml.safe_load((out / model / "run" / "config.yaml").read_text())
         assert saved["train"]["grad_clip"] == summary["setup"]["grad_clip"], model
+        # and the learning rate chosen for it (docs/TRAINING.md), which the summary names
+        assert saved["train"]["lr"] == summary["setup"]["lr"][model] == DEFAULT["lr"][model], model
     md = (out / "summary.md").read_text()
     for row in ("| JSLA |", "| PoseNet |", "| LSTM-PoseNet |", "| mean training pose |",
                 "| retrieval (nearest training image by HOG) |", "| nearest training pose (oracle) |"):

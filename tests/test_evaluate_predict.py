@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import mit67, seven_scenes
+from helpers.data import mit67, seven_scenes
 from jsla_fast import load_checkpoint
 from jsla_fast.config import RunConfig
 from jsla_fast.data import load_image, open_dataset

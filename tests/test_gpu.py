@@ -20,15 +20,16 @@ import copy
 import pytest
 import torch
 
-from conftest import force_layer, make_diverse_selector, randomise_batchnorm
-from jsla_fast.backends import AUTO_ORDER, BACKENDS, available, why_unavailable
-from jsla_fast.model import attention_reference, convlstm_step_reference
+from helpers.models import force_layer, make_diverse_selector, randomise_batchnorm
+from jsla_fast.config import layer_shapes
+from jsla_fast.ops import AUTO_ORDER, BACKENDS, available, why_unavailable
+from jsla_fast.ops import attention_reference, convlstm_step_reference
 
 pytestmark = pytest.mark.gpu
 
 GPU_BACKENDS = [n for n in AUTO_ORDER["cuda"] if n != "reference"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-ATTENTION_SHAPES = [(480, 28, 28), (512, 14, 14), (832, 14, 14), (1024, 7, 7)]
+ATTENTION_SHAPES = list(layer_shapes(224).values())
 ATTENTION_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 CONVLSTM_TOL = {("cuda", torch.float32): 2e-3, ("triton", torch.float32): 1e-4,
                 torch.float16: 5e-3, torch.bfloat16: 3e-2}
@@ -127,7 +128,7 @@ def test_gradients_match_reference(gpu_backend, seed):
 
 
 def test_cuda_kernel_launch_budget(seed):
-    """SPEC §3: the fused attention is at most 2 kernels; the ConvLSTM step at most 2 (+ a memset)."""
+    """docs/DESIGN.md, "The fused ops": the fused attention is at most 2 kernels; the ConvLSTM step at most 2 (+ a memset)."""
     from torch.profiler import ProfilerActivity, profile
 
     assert why_unavailable("cuda", "cuda") is None, why_unavailable("cuda", "cuda")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_diverse_selector
+from helpers.models import make_diverse_selector
 from jsla_fast import JSLA, JSLAConfig
-from jsla_fast.config import CANDIDATE_LAYERS
+from jsla_fast.config import layer_shapes
+from jsla_fast.model.googlenet import GoogLeNet
 
 LAYER_SETS = {"4-layer": ("3b", "4c", "4e", "5b"), "3-layer": ("3b", "4e", "5b")}
-NATIVE_GRID = {"3b": (28, 28), "4c": (14, 14), "4e": (14, 14), "5b": (7, 7)}
+NATIVE_GRID = {name: shape[1:] for name, shape in layer_shapes(224).items()}
 
 
 def check_output(out, cfg: JSLAConfig, batch: int) -> None:
@@ -52,13 +53,9 @@ def test_output_contract(task, layers, steps, seed):
             assert a.shape == (2, cfg.output_dim)
 
 
-def test_default_steps_and_layer_shapes():
+def test_default_steps():
     assert JSLAConfig(task="pose").steps == 3
     assert JSLAConfig(task="scene").steps == 2
-    model = JSLA(JSLAConfig()).eval()
-    feats = model.backbone(torch.randn(1, 3, 224, 224))
-    for name, (channels, _) in CANDIDATE_LAYERS.items():
-        assert feats[name].shape == (1, channels, *NATIVE_GRID[name])
 
 
 def test_selection_logits_get_straight_through_gradient(images, seed):
@@ -190,3 +187,12 @@ def test_attention_rescale_is_the_adapter_reading_hw_times_o(seed):
         x_off, a_off = off(feat, h)
     torch.testing.assert_close(a_on, a_off, rtol=0, atol=0)
     torch.testing.assert_close(x_on, x_off, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("style", ["torchvision", "caffe"])
+@pytest.mark.parametrize("size", [33, 64, 96, 100, 129, 224])
+def test_layer_shapes_are_the_backbones(size, style):
+    """config.layer_shapes, the one table of the candidate layers' shapes, is what the network gives."""
+    feats = GoogLeNet(style=style).eval()(torch.zeros(1, 3, size, size))
+    assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == layer_shapes(size, style=style)
+    assert layer_shapes(224) == {"3b": (480, 28, 28), "4c": (512, 14, 14), "4e": (832, 14, 14), "5b": (1024, 7, 7)}

@@ -1,4 +1,4 @@
-"""The fused ops of every backend against the reference (SPEC §3), on fresh random inputs each
+"""The fused ops of every backend against the reference (docs/DESIGN.md, "The fused ops"), on fresh random inputs each
 run: the candidate-layer shapes and odd ones, batch 1-5, contiguous / channels-last / strided
 views; gradients (gradcheck in float64), torch.library.opcheck, and clear errors on bad input."""
 from __future__ import annotations
@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.ops import attention_inputs, convlstm_inputs
 from jsla_fast import ops
-from jsla_fast.backends import BACKENDS, BackendUnavailable, why_unavailable
-from jsla_fast.model import attention_reference, convlstm_step_reference
+from jsla_fast.config import layer_shapes
+from jsla_fast.ops import BACKENDS, BackendUnavailable, why_unavailable
+from jsla_fast.ops import attention_reference, convlstm_step_reference
 
 #: Triton runs on CPU only inside its interpreter, which tests/conftest.py turns on where there is
 #: no GPU: tiny shapes only. Its real shapes, and the CUDA kernels, are the `gpu` tests
@@ -65,14 +67,8 @@ def laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
     return t.contiguous()
 
 
-def attention_inputs(batch, c, h, w, k, dtype, gen):
-    def rand(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-    return rand(batch, c, h, w), rand(batch, c, h, w), rand(1, c, k, k, scale=(c * k * k) ** -0.5 * 2), rand(1)
-
-
 ATTENTION_CASES = [  # (C, h, w, k): the candidate layers, then odd ones
-    (480, 28, 28, 5), (512, 14, 14, 5), (832, 14, 14, 5), (1024, 7, 7, 5),
+    *((c, h, w, 5) for c, h, w in layer_shapes(224).values()),
     (13, 5, 7, 5), (1, 1, 1, 5), (7, 3, 1, 3), (33, 9, 6, 1), (20, 2, 11, 3),
 ]
 
@@ -95,16 +91,6 @@ def test_attention_matches_reference(name, case, seed):
             torch.testing.assert_close(got_a.double(), want_a, **tol)
             torch.testing.assert_close(got_o.double(), want_o, **tol)
             assert got_a.shape == (batch, 1, h, w) and got_o.shape == feat.shape
-
-
-def convlstm_inputs(batch, d, hid, h, w, kernels, dtype, gen, scale=1.0):
-    n = hid // len(kernels)
-
-    def rand(*shape, s=1.0):
-        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * s).to(dtype)
-    weights = [rand(4 * n, d + hid, k, k, s=scale * ((d + hid) * k * k) ** -0.5) for k in kernels]
-    biases = [rand(4 * n, s=0.1) for _ in kernels]
-    return rand(batch, d, h, w), rand(batch, hid, h, w), rand(batch, hid, h, w), weights, biases
 
 
 def convlstm_atol(x, h, weights, biases) -> float:

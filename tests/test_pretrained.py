@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from jsla_fast.config import layer_shapes
 from jsla_fast.model.googlenet import GoogLeNet
 from jsla_fast.model.pretrained import WeightsError, load_caffe_googlenet, load_torchvision_googlenet
 
@@ -129,7 +130,7 @@ def test_caffe_pickle_loads_exactly(tmp_path, protocol, seed):
         assert torch.equal(state[f"{module}.bias"], torch.from_numpy(written[f"{name}_1".encode()]))
     feats = model.eval()(torch.randn(1, 3, 224, 224))
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == {
-        "3b": (480, 28, 28), "4c": (512, 14, 14), "4e": (832, 14, 14), "5b": (1024, 7, 7)}
+        "3b": (480, 28, 28), "4c": (512, 14, 14), "4e": (832, 14, 14), "5b": (1024, 7, 7)} == layer_shapes(224)
 
 
 def test_caffe_pickle_needs_caffe_style(tmp_path, seed):

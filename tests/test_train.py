@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import mit67, seven_scenes
+from helpers.data import mit67, seven_scenes
 
 CONFIG = """\
 model: {{steps: 2, dropout: 0.0}}

@@ -1,38 +1,22 @@
 """The Triton attention kernel (kernels/attention.py) against its specification,
-:func:`jsla_fast.model.attention.attention_reference`.
+:func:`jsla_fast.ops.attention_reference`.
 
 Without CUDA the kernels run in Triton's interpreter (conftest sets TRITON_INTERPRET=1): tiny odd
 shapes so every mask (positions past H*W, channels past C, zero padding at the borders) is hit.
 The `gpu` tests use the model's real shapes and the low-precision dtypes."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
+from helpers.ops import ATTENTION_SHAPES, attention_f64, poisoned, seeded_attention_inputs  # noqa: E402
+from jsla_fast import ops  # noqa: E402
 from jsla_fast.kernels.attention import attention_forward  # noqa: E402
-from jsla_fast.model.attention import attention_reference  # noqa: E402
+from jsla_fast.ops import attention_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def make_inputs(seed, B, C, H, W, k, dtype=torch.float32, device="cpu", wscale=1.0):
-    """Random F, Eh, W, b; W scaled so logits are O(wscale) whatever C and k (a peaked but not
-    one-hot softmax, so errors in any position show)."""
-    g = torch.Generator().manual_seed(seed)
-    feat = torch.randn(B, C, H, W, generator=g)
-    eh = torch.randn(B, C, H, W, generator=g)
-    weight = torch.randn(1, C, k, k, generator=g) * (wscale * 2.0 / math.sqrt(C * k * k))
-    bias = torch.randn(1, generator=g)
-    return tuple(t.to(device=device, dtype=dtype) for t in (feat, eh, weight, bias))
-
-
-def poisoned(shape, dtype, device, channels_last=False):
-    t = torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return t.to(memory_format=torch.channels_last) if channels_last else t
 
 
 def check_fp32(out, alpha, ref_out, ref_alpha):
@@ -79,7 +63,7 @@ CASES = [
 
 @pytest.mark.parametrize("B,C,H,W,k,slope,splits", CASES)
 def test_parity_fp32(seed, B, C, H, W, k, slope, splits):
-    feat, eh, weight, bias = make_inputs(seed, B, C, H, W, k)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, B, C, H, W, k)
     out, alpha = attention_forward(feat, eh, weight, bias, slope, splits=splits)
     ref_out, ref_alpha = attention_reference(feat, eh, weight, bias, slope)
     assert out.shape == feat.shape and alpha.shape == (B, 1, H, W)
@@ -90,7 +74,7 @@ def test_parity_fp32(seed, B, C, H, W, k, slope, splits):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_low_precision(seed, dtype):
     """fp16/bf16 in, fp32 accumulation inside, outputs stored in the input dtype."""
-    feat, eh, weight, bias = make_inputs(seed, 2, 37, 9, 9, 5, dtype=dtype, wscale=3.0)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, 2, 37, 9, 9, 5, dtype=dtype, wscale=3.0)
     ref = attention_reference(feat.float(), eh.float(), weight.float(), bias.float(), 0.01)
     out_buf, alpha_buf = poisoned(feat.shape, dtype, "cpu"), poisoned((2, 1, 9, 9), dtype, "cpu")
     out, alpha = attention_forward(feat, eh, weight, bias, 0.01, out=out_buf, alpha_out=alpha_buf, splits=3)
@@ -99,7 +83,7 @@ def test_low_precision(seed, dtype):
 
 def test_slope_matters(seed):
     """ReLU and LeakyReLU(0.01) give different logits; the kernel must follow the argument."""
-    feat, eh, weight, bias = make_inputs(seed, 1, 17, 7, 6, 3, wscale=3.0)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, 1, 17, 7, 6, 3, wscale=3.0)
     for slope in (0.0, 0.01, 0.3):
         out, alpha = attention_forward(feat, eh, weight, bias, slope)
         check_fp32(out, alpha, *attention_reference(feat, eh, weight, bias, slope))
@@ -107,7 +91,7 @@ def test_slope_matters(seed):
 
 def test_large_logits_are_stable(seed):
     """Logits in the hundreds overflow a softmax that does not subtract the max."""
-    feat, eh, weight, bias = make_inputs(seed, 2, 17, 7, 6, 5, wscale=200.0)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, 2, 17, 7, 6, 5, wscale=200.0)
     out, alpha = attention_forward(feat, eh, weight, bias, 0.01)
     assert torch.isfinite(out).all() and torch.isfinite(alpha).all()
     # With logits in the hundreds, float32 rounding of the logit sum becomes relative error in alpha
@@ -126,7 +110,7 @@ def test_large_logits_are_stable(seed):
 
 def test_poisoned_outputs_are_fully_written(seed):
     B, C, H, W, k = 2, 37, 7, 6, 5
-    feat, eh, weight, bias = make_inputs(seed, B, C, H, W, k)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, B, C, H, W, k)
     out_buf = poisoned((B, C, H, W), torch.float32, "cpu")
     alpha_buf = poisoned((B, 1, H, W), torch.float32, "cpu")
     out, alpha = attention_forward(feat, eh, weight, bias, 0.01, out=out_buf, alpha_out=alpha_buf, splits=3)
@@ -137,7 +121,7 @@ def test_poisoned_outputs_are_fully_written(seed):
 def test_channels_last_and_strided(seed):
     """Strides go to the kernel: channels_last F, a strided Eh view, channels_last outputs."""
     B, C, H, W, k = 2, 17, 7, 6, 3
-    feat, eh, weight, bias = make_inputs(seed, B, C, H, W, k)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, B, C, H, W, k)
     feat_cl = feat.to(memory_format=torch.channels_last)
     # every other channel of a twice-as-wide tensor: neither NCHW- nor NHWC-contiguous
     wide = torch.randn(B, 2 * C, H, W, generator=torch.Generator().manual_seed(seed + 1))
@@ -156,7 +140,7 @@ def test_channels_last_and_strided(seed):
 
 
 def test_deterministic_and_split_invariant(seed):
-    feat, eh, weight, bias = make_inputs(seed, 1, 37, 9, 9, 5)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, 1, 37, 9, 9, 5)
     a = attention_forward(feat, eh, weight, bias, 0.01, splits=3)
     b = attention_forward(feat, eh, weight, bias, 0.01, splits=3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # no atomics: bitwise repeatable
@@ -165,25 +149,19 @@ def test_deterministic_and_split_invariant(seed):
 
 
 def test_rejects_bad_arguments(seed):
-    feat, eh, weight, bias = make_inputs(seed, 1, 3, 3, 5, 3)
+    """Argument checks are the op entry's, shared by every backend; the launcher checks its outputs."""
+    feat, eh, weight, bias = seeded_attention_inputs(seed, 1, 3, 3, 5, 3)
     with pytest.raises(ValueError):
-        attention_forward(feat, eh[:, :2], weight, bias, 0.0)
+        ops.attention(feat, eh[:, :2], weight, bias, 0.0, backend="triton")
     with pytest.raises(ValueError):
-        attention_forward(feat, eh, torch.zeros(1, 3, 2, 2), bias, 0.0)  # even k
+        ops.attention(feat, eh, torch.zeros(1, 3, 2, 2), bias, 0.0, backend="triton")  # even k
     with pytest.raises(ValueError):
         attention_forward(feat, eh, weight, bias, 0.0, out=torch.empty(1, 3, 3, 4))
 
 
 # ---- real shapes on a GPU -------------------------------------------------------------------------
-GPU_SHAPES = [(480, 28, 28), (512, 14, 14), (832, 14, 14), (1024, 7, 7)]
+GPU_SHAPES = ATTENTION_SHAPES
 
-
-def reference_f64(feat, eh, weight, bias, slope):
-    """The specification in float64 from the very same (rounded) inputs, returned as fp32: cuDNN's
-    fp32 convolution may use TF32 or Winograd/FFT algorithms, whose error would be of the order of
-    the fp32 tolerance itself."""
-    o, a = attention_reference(feat.double(), eh.double(), weight.double(), bias.double(), slope)
-    return o.float(), a.float()
 
 
 @pytest.mark.gpu
@@ -191,8 +169,8 @@ def reference_f64(feat, eh, weight, bias, slope):
 @pytest.mark.parametrize("C,H,W", GPU_SHAPES)
 @pytest.mark.parametrize("B", [1, 40])
 def test_gpu_real_shapes(seed, B, C, H, W, dtype):
-    feat, eh, weight, bias = make_inputs(seed, B, C, H, W, 5, dtype=dtype, device="cuda")
-    ref_out, ref_alpha = reference_f64(feat, eh, weight, bias, 0.01)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, B, C, H, W, 5, dtype=dtype, device="cuda")
+    ref_out, ref_alpha = attention_f64(feat, eh, weight, bias, 0.01)
     out_buf = poisoned((B, C, H, W), dtype, "cuda")
     alpha_buf = poisoned((B, 1, H, W), dtype, "cuda")
     out, alpha = attention_forward(feat, eh, weight, bias, 0.01, out=out_buf, alpha_out=alpha_buf)
@@ -203,8 +181,8 @@ def test_gpu_real_shapes(seed, B, C, H, W, dtype):
 
 @pytest.mark.gpu
 def test_gpu_channels_last_fp16(seed):
-    feat, eh, weight, bias = make_inputs(seed, 40, 832, 14, 14, 5, dtype=torch.float16, device="cuda")
-    ref_out, ref_alpha = reference_f64(feat, eh, weight, bias, 0.0)
+    feat, eh, weight, bias = seeded_attention_inputs(seed, 40, 832, 14, 14, 5, dtype=torch.float16, device="cuda")
+    ref_out, ref_alpha = attention_f64(feat, eh, weight, bias, 0.0)
     out, alpha = attention_forward(feat.to(memory_format=torch.channels_last),
                                    eh.to(memory_format=torch.channels_last), weight, bias, 0.0)
     assert out.is_contiguous(memory_format=torch.channels_last)
@@ -216,7 +194,7 @@ def test_gpu_two_launches(seed):
     """The issue's budget: at most two kernels per call, nothing else (torch.empty launches none)."""
     from torch.profiler import ProfilerActivity, profile
 
-    feat, eh, weight, bias = make_inputs(seed, 1, 480, 28, 28, 5, device="cuda")
+    feat, eh, weight, bias = seeded_attention_inputs(seed, 1, 480, 28, 28, 5, device="cuda")
     attention_forward(feat, eh, weight, bias, 0.01)  # compile outside the profile
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

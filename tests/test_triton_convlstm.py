@@ -14,24 +14,9 @@ import torch
 
 from jsla_fast.kernels import convlstm as convlstm_kernels
 from jsla_fast.kernels.convlstm import convlstm_forward, launch_plan
-from jsla_fast.model.convlstm import MultiKernelConvLSTM, convlstm_step_reference
-
-
-def _inputs(seed, B, D, n, ks, hw, dtype=torch.float32, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    hid = n * len(ks)
-    x = torch.randn(B, D, *hw, generator=g)
-    h = torch.randn(B, hid, *hw, generator=g)
-    c = torch.randn(B, hid, *hw, generator=g)
-    # weights ~ 1/sqrt(fan_in) like nn.Conv2d, so the gates are O(1) and the sigmoids not saturated
-    ws = [torch.randn(4 * n, D + hid, k, k, generator=g) / ((D + hid) * k * k) ** 0.5 for k in ks]
-    bs = [torch.randn(4 * n, generator=g) * 0.5 for _ in ks]
-    cast = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
-    return cast(x), cast(h), cast(c), [cast(w) for w in ws], [cast(b) for b in bs]
-
-
-def _nan_like(t, memory_format=torch.contiguous_format):
-    return torch.full_like(t, float("nan"), memory_format=memory_format)
+from jsla_fast.model.convlstm import MultiKernelConvLSTM
+from helpers.ops import convlstm_f64, nan_like, seeded_convlstm_inputs
+from jsla_fast.ops import convlstm_step_reference
 
 
 # (B, D, n, kernel sizes, (H, W)); sized so the whole file stays well under a minute on 2 cores
@@ -48,9 +33,9 @@ CASES = [
 
 @pytest.mark.parametrize("B,D,n,ks,hw", CASES)
 def test_parity_fp32(seed, B, D, n, ks, hw):
-    x, h, c, ws, bs = _inputs(seed, B, D, n, ks, hw)
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, B, D, n, ks, hw)
     h_ref, c_ref = convlstm_step_reference(x, h, c, ws, bs)
-    h_out, c_out = _nan_like(h), _nan_like(c)
+    h_out, c_out = nan_like(h), nan_like(c)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out)
     assert h_new is h_out and c_new is c_out
     torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
@@ -58,7 +43,7 @@ def test_parity_fp32(seed, B, D, n, ks, hw):
 
 
 def test_allocates_outputs(seed):
-    x, h, c, ws, bs = _inputs(seed, 1, 3, 2, (1, 3), (3, 5))
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, 1, 3, 2, (1, 3), (3, 5))
     h_new, c_new = convlstm_forward(x, h, c, ws, bs)
     h_ref, c_ref = convlstm_step_reference(x, h, c, ws, bs)
     torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
@@ -67,12 +52,12 @@ def test_allocates_outputs(seed):
 
 def test_channels_last(seed):
     """Strided (NHWC) inputs and outputs are read and written in place through their strides."""
-    x, h, c, ws, bs = _inputs(seed, 2, 5, 3, (1, 3), (3, 5))
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, 2, 5, 3, (1, 3), (3, 5))
     h_ref, c_ref = convlstm_step_reference(x, h, c, ws, bs)
     cl = torch.channels_last
     x, h, c = (t.contiguous(memory_format=cl) for t in (x, h, c))
     assert not x.is_contiguous()
-    h_out, c_out = _nan_like(h, cl), _nan_like(c, cl)
+    h_out, c_out = nan_like(h, cl), nan_like(c, cl)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out)
     assert h_new is h_out and h_new.is_contiguous(memory_format=cl)
     torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
@@ -80,14 +65,14 @@ def test_channels_last(seed):
 
 
 def test_c_in_place_and_h_alias_rejected(seed):
-    x, h, c, ws, bs = _inputs(seed, 1, 3, 2, (1, 3), (3, 5))
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, 1, 3, 2, (1, 3), (3, 5))
     h_ref, c_ref = convlstm_step_reference(x, h, c, ws, bs)
     with pytest.raises(ValueError):  # other programs still read h while h' is written
         convlstm_forward(x, h, c, ws, bs, h_out=h)
-    buf = _nan_like(h)
+    buf = nan_like(h)
     with pytest.raises(ValueError):  # h' and c' in one buffer would overwrite each other
         convlstm_forward(x, h, c, ws, bs, h_out=buf, c_out=buf)
-    h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=_nan_like(h), c_out=c)
+    h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=nan_like(h), c_out=c)
     assert c_new is c
     torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h_new, h_ref, atol=1e-5, rtol=1e-5)
@@ -114,9 +99,9 @@ def _reference_f32(x, h, c, ws, bs):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_parity_low_precision(seed, dtype):
-    x, h, c, ws, bs = _inputs(seed, 2, 5, 3, (1, 3, 5, 7), (3, 5), dtype=dtype)
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, 2, 5, 3, (1, 3, 5, 7), (3, 5), dtype=dtype)
     h_ref, c_ref = _reference_f32(x, h, c, ws, bs)
-    h_out, c_out = _nan_like(h), _nan_like(c)
+    h_out, c_out = nan_like(h), nan_like(c)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out)
     assert h_new.dtype == dtype and c_new.dtype == dtype
     tol = LOWP_TOL[dtype]
@@ -144,19 +129,14 @@ def nan_workspace(monkeypatch):
     return sizes
 
 
-def _reference_f64(x, h, c, ws, bs):
-    f64 = lambda t: t.double()  # noqa: E731
-    return convlstm_step_reference(f64(x), f64(h), f64(c), [f64(w) for w in ws], [f64(b) for b in bs])
-
-
 def _check_split(x, h, c, ws, bs, splits, workspace_sizes, tol, memory_format=torch.contiguous_format):
     """Run with NaN-filled outputs, compare with float64; return the launch plan that was used."""
     B, _, H, W = x.shape
     n = ws[0].shape[0] // 4
     plan = launch_plan(B * H * W, x.shape[1], n, [w.shape[-1] for w in ws], cuda=x.is_cuda,
                        sms=convlstm_kernels._sm_count(x.device), splits=splits)
-    h_ref, c_ref = _reference_f64(x, h, c, ws, bs)
-    h_out, c_out = _nan_like(h, memory_format), _nan_like(c, memory_format)
+    h_ref, c_ref = convlstm_f64(x, h, c, ws, bs)
+    h_out, c_out = nan_like(h, memory_format), nan_like(c, memory_format)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out, splits=splits)
     assert h_new is h_out and c_new is c_out
     torch.testing.assert_close(c_new.double(), c_ref, atol=tol, rtol=tol)
@@ -190,20 +170,20 @@ SPLIT_CASES = [
 
 @pytest.mark.parametrize("B,D,n,ks,hw,splits,expected", SPLIT_CASES)
 def test_splitk_parity_fp32(seed, nan_workspace, B, D, n, ks, hw, splits, expected):
-    x, h, c, ws, bs = _inputs(seed, B, D, n, ks, hw)
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, B, D, n, ks, hw)
     plan = _check_split(x, h, c, ws, bs, splits, nan_workspace, tol=1e-5)
     assert [g.splits for g in plan] == expected
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_splitk_low_precision(seed, nan_workspace, dtype):
-    x, h, c, ws, bs = _inputs(seed, 2, 5, 3, (1, 3, 5, 7), (3, 5), dtype=dtype)
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, 2, 5, 3, (1, 3, 5, 7), (3, 5), dtype=dtype)
     plan = _check_split(x, h, c, ws, bs, [2, 5, 7, 11], nan_workspace, tol=LOWP_TOL[dtype])
     assert plan[0].splits == (2, 5, 7, 11)
 
 
 def test_splitk_channels_last(seed, nan_workspace):
-    x, h, c, ws, bs = _inputs(seed, 2, 5, 3, (1, 3), (3, 5))
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, 2, 5, 3, (1, 3), (3, 5))
     cl = torch.channels_last
     x, h, c = (t.contiguous(memory_format=cl) for t in (x, h, c))
     assert not x.is_contiguous()
@@ -213,9 +193,9 @@ def test_splitk_channels_last(seed, nan_workspace):
 
 def test_splitk_c_in_place(seed, nan_workspace):
     """c_out = c with split-K: the reduction program reads each c element before writing it."""
-    x, h, c, ws, bs = _inputs(seed, 1, 3, 2, (1, 3), (3, 5))
-    h_ref, c_ref = _reference_f64(x, h, c, ws, bs)
-    h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=_nan_like(h), c_out=c, splits=[2, 3])
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, 1, 3, 2, (1, 3), (3, 5))
+    h_ref, c_ref = convlstm_f64(x, h, c, ws, bs)
+    h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=nan_like(h), c_out=c, splits=[2, 3])
     assert c_new is c and len(nan_workspace) == 1
     torch.testing.assert_close(c_new.double(), c_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h_new.double(), h_ref, atol=1e-5, rtol=1e-5)
@@ -266,7 +246,7 @@ def test_model_shape_gpu(seed, nan_workspace, B, dtype, splits):
     ws = [m.weight.detach().to(dtype) for m in mod.convs]
     bs = [m.bias.detach().to(dtype) for m in mod.convs]
     h_ref, c_ref = _reference_f32(x, h, c, ws, bs)
-    h_out, c_out = _nan_like(h), _nan_like(c)
+    h_out, c_out = nan_like(h), nan_like(c)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out, splits=splits)
     torch.cuda.synchronize()
     assert h_new.dtype == dtype and c_new.dtype == dtype

@@ -1,6 +1,6 @@
-// Fused spatial attention (SPEC §3): torch.ops.jsla.attention, CUDA.
+// Fused spatial attention (docs/DESIGN.md, "The fused ops"): torch.ops.jsla.attention, CUDA.
 //
-// What it computes (specification: jsla_fast.model.attention.attention_reference), per image b,
+// What it computes (specification: jsla_fast.ops.attention_reference), per image b,
 // for F, Eh [B,C,h,w], W [C,k,k] (odd k <= 9), bias [1] (device memory), slope:
 //   A     = LeakyReLU(F + Eh, slope)                  never written to memory
 //   L     = conv2d(A, W, padding k//2) + bias         [B,1,h,w], fp32

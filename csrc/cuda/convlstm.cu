@@ -1,6 +1,6 @@
-// Multi-kernel ConvLSTM step on tensor cores (SPEC §3): torch.ops.jsla.convlstm_step, CUDA.
+// Multi-kernel ConvLSTM step on tensor cores (docs/DESIGN.md, "The fused ops"): torch.ops.jsla.convlstm_step, CUDA.
 //
-// What it computes (specification: jsla_fast.model.convlstm.convlstm_step_reference):
+// What it computes (specification: jsla_fast.ops.convlstm_step_reference):
 //   xh = [x, h] (D + hid channels, never materialised); branch b (kernel k_b, 'same' padding,
 //   hid = count * n) gives gates_b = conv2d(xh, W_b [4n, D+hid, k_b, k_b], bias_b), split into
 //   i, f, g, o (n channels each, in that order); hidden channel b*n + j (j < n):

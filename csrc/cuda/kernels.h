@@ -1,6 +1,7 @@
-// CUDA kernels behind torch.ops.jsla.* on the CUDA dispatch key (SPEC §3). Torch-free: nvcc
-// compiles csrc/cuda/*.cu with only the CUDA toolkit (CMake builds them for sm_80 and sm_90 on
-// machines without a GPU); csrc/torch/cuda.cpp binds them to torch.
+// CUDA kernels behind torch.ops.jsla.* on the CUDA dispatch key (docs/DESIGN.md, "The fused
+// ops"). Torch-free: nvcc compiles csrc/cuda/*.cu with only the CUDA toolkit (CMake builds them
+// for JSLA_FAST_CUDA_ARCHS, sm_80 and sm_90 by default, on machines without a GPU);
+// csrc/torch/cuda.cpp binds them to torch.
 //
 // Conventions shared by every entry point here:
 // - dtype: fp32, fp16 or bf16 for every tensor argument of one call; arithmetic in fp32.
@@ -18,8 +19,8 @@
 
 #include <cstdint>
 
-#include "kernels/attention.h"  // AttentionShape, Strides4
-#include "kernels/convlstm.h"   // ConvLSTMShape
+#include "cpu/attention.h"  // AttentionShape, Strides4
+#include "cpu/convlstm.h"   // ConvLSTMShape
 
 namespace jsla {
 namespace cuda {

@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/attention.h"
-#include "kernels/host.h"
+#include "cpu/attention.h"
+#include "cpu/host.h"
 
 namespace jsla {
 namespace attention_detail {

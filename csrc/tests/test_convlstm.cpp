@@ -1,4 +1,4 @@
-// Unit test of jsla::convlstm_step_forward (csrc/kernels/convlstm.cpp) against a naive loop in
+// Unit test of jsla::convlstm_step_forward (csrc/cpu/convlstm.cpp) against a naive loop in
 // double: direct 'same' convolution with zero padding per branch, gates i, f, g, o per branch,
 // then the LSTM update. Covers the real shape (D=128, hid=96, kernels 1,3,5,7, 14x14, batch 1-3),
 // odd grids and channel counts, a single branch, kernel 9 (direct path), a large grid (processed
@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/convlstm.h"
+#include "cpu/convlstm.h"
 
 namespace {
 

@@ -8,7 +8,7 @@
 
 #include <array>
 
-#include "kernels/host.h"
+#include "cpu/host.h"
 
 namespace jsla {
 

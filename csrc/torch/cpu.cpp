@@ -1,5 +1,5 @@
 // CPU implementations of torch.ops.jsla.*: argument checks, output allocation and the Host
-// (at::parallel_for, torch's BLAS) around the torch-free kernels of csrc/kernels.
+// (at::parallel_for, torch's BLAS) around the torch-free kernels of csrc/cpu.
 #include <ATen/Parallel.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/library.h>
@@ -9,8 +9,8 @@
 #include <memory>
 #include <mutex>
 
-#include "kernels/attention.h"
-#include "kernels/convlstm.h"
+#include "cpu/attention.h"
+#include "cpu/convlstm.h"
 #include "torch/checks.h"
 
 namespace jsla {

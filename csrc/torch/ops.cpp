@@ -1,6 +1,6 @@
 // The schemas of every jsla op, in one place. Device implementations register elsewhere
 // (cpu.cpp here; CUDA in csrc/cuda); fake (meta) kernels and autograd are registered from
-// Python (jsla_fast/ops/cpp.py) so torch.compile and training work.
+// Python (jsla_fast/ops/extension.py) so torch.compile and training work.
 #include <Python.h>
 #include <torch/library.h>
 

@@ -1,7 +1,10 @@
-"""``open_dataset``: one entry point for every format, split and preprocessing (SPEC §4)."""
+"""``open_dataset``: one entry point for every format, split and preprocessing (docs/DESIGN.md,
+"Data layouts", "Conventions")."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,23 +20,44 @@ from .pose_csv import read_pose_csv
 from .records import DataError, Problems, Records
 from .sevenscenes import read_7scenes
 
-READERS = {"cambridge": read_cambridge, "7scenes": read_7scenes, "csv": read_pose_csv, "mit67": read_mit67}
-FORMATS = tuple(READERS)
-TASK_OF_FORMAT = {"cambridge": "pose", "7scenes": "pose", "csv": "pose", "mit67": "scene"}
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """One dataset layout: its reader ``(root, "train" | "test", problems) -> Records`` and the
+    task its labels are for."""
+
+    reader: Callable[..., Records]
+    task: str  #: "pose" or "scene"
+
+
+#: the one table of dataset formats (``--format`` of train, evaluate and references)
+FORMATS: dict[str, DataFormat] = {
+    "cambridge": DataFormat(read_cambridge, "pose"),
+    "7scenes": DataFormat(read_7scenes, "pose"),
+    "csv": DataFormat(read_pose_csv, "pose"),
+    "mit67": DataFormat(read_mit67, "scene"),
+}
 SPLITS = ("train", "val", "test")
+
+
+def data_format(fmt: str) -> DataFormat:
+    """The table entry of ``fmt``; a clear error naming the known formats otherwise."""
+    if fmt not in FORMATS:
+        raise DataError(f"unknown data format {fmt!r}; use one of {list(FORMATS)}")
+    return FORMATS[fmt]
 
 
 def read_records(root: str | Path, fmt: str, split: str, cfg: DataConfig, skip_bad: bool = False) -> Records:
     """The image list of ``split``: ``train`` and ``val`` partition the dataset's training list."""
-    if fmt not in READERS:
-        raise DataError(f"unknown data format {fmt!r}; use one of {list(FORMATS)}")
+    data_format(fmt)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {list(SPLITS)}")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     problems = Problems(skip_bad)
-    records = READERS[fmt](root, "test" if split == "test" else "train", problems)
+    records = data_format(fmt).reader(root, "test" if split == "test" else "train", problems)
     if skip_bad:  # unreadable images are found now rather than mid-epoch
         keep = [i for i, p in enumerate(records.paths) if is_readable(p)]
         for i in sorted(set(range(len(records))) - set(keep)):
@@ -75,7 +99,7 @@ def split_validation(records: Records, fraction: float, seed: int) -> tuple[Reco
 
 def fit_normalization(root: str | Path, fmt: str, cfg: DataConfig, train: Records) -> Normalization:
     """Resize target and mean image from the training split (test data is never looked at)."""
-    if TASK_OF_FORMAT[fmt] == "scene":
+    if FORMATS[fmt].task == "scene":
         size = (cfg.scene_size, cfg.scene_size)
     else:
         size = shorter_side_size(*image_size(train.paths[0]), cfg.resize)
@@ -128,6 +152,6 @@ def open_dataset(root: str | Path, fmt: str, split: str, cfg: DataConfig | None 
         train = records if split == "train" else read_records(root, fmt, "train", cfg, skip_bad)
         normalization = fit_normalization(root, fmt, cfg, train)
     augment = (split == "train") if augment is None else augment
-    flip = cfg.flip if cfg.flip is not None else TASK_OF_FORMAT[fmt] == "scene"
+    flip = cfg.flip if cfg.flip is not None else FORMATS[fmt].task == "scene"
     return ImageDataset(records, normalization, augment=augment, flip=flip, random_crop=cfg.random_crop)
 

@@ -1,15 +1,16 @@
-"""The reference JSLA model (SPEC §2): backbone, layer selection, spatial attention, ConvLSTM."""
-from .attention import SpatialAttention, attention_reference, resize_to
-from .convlstm import MultiKernelConvLSTM, convlstm_step_reference
+"""The models (docs/DESIGN.md, "The model", "Models"): JSLA's parts (backbone, layer selection,
+spatial attention, ConvLSTM) over the op layer :mod:`jsla_fast.ops`, the baselines, the one model
+interface (:mod:`.base`) and the registry of every kind (:mod:`.registry`)."""
+from .attention import SpatialAttention, resize_to
+from .convlstm import MultiKernelConvLSTM
+from .base import JSLAOutput, Model
 from .googlenet import GoogLeNet
-from .jsla import JSLA, JSLAOutput
+from .jsla import JSLA
 from .posenet import PoseNet
 from .poselstm import PoseLSTM
 from .layer_selection import LayerSelector, gumbel_straight_through, temperature
+from .registry import MODELS, load_checkpoint, model_class
 
-#: every model the pipeline trains, saves and loads, by its ``kind`` (``--model`` in train)
-MODELS = {cls.kind: cls for cls in (JSLA, PoseNet, PoseLSTM)}
-
-__all__ = ["MODELS", "JSLA", "JSLAOutput", "PoseNet", "PoseLSTM", "GoogLeNet", "SpatialAttention", "attention_reference", "resize_to",
-           "MultiKernelConvLSTM", "convlstm_step_reference", "LayerSelector", "gumbel_straight_through",
+__all__ = ["MODELS", "Model", "model_class", "load_checkpoint", "JSLA", "JSLAOutput", "PoseNet", "PoseLSTM", "GoogLeNet", "SpatialAttention", "resize_to",
+           "MultiKernelConvLSTM", "LayerSelector", "gumbel_straight_through",
            "temperature"]

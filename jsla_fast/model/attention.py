@@ -1,4 +1,4 @@
-"""Spatial attention (SPEC §2 step 2, paper Eq. 1) on one candidate layer.
+"""Spatial attention (paper Eq. 1) on one candidate layer (docs/DESIGN.md, "The model").
 
     Eh = resize(conv1x1(h_{t-1}))               96 -> C, to F's grid
     A  = LeakyReLU(F + Eh)                      slope 0.01 (0 = the main paper's ReLU)
@@ -6,8 +6,8 @@
     alpha = softmax of L over the h*w positions ;  O = F * alpha
 
 E_att -> BN -> C_A is linear, so in eval it folds exactly into one 5x5 conv C -> 1 plus a bias
-(:meth:`SpatialAttention.folded`). :func:`attention_reference` is that folded form: the
-specification every fused attention kernel must equal.
+(:meth:`SpatialAttention.folded`); the fused op :func:`jsla_fast.ops.attention` computes that
+folded form, specified by :func:`jsla_fast.ops.attention_reference`.
 """
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
+from .base import Fusable
+
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bring a feature map to ``size``: identity, area (average) pooling when shrinking, bilinear
-    (align_corners=False) otherwise. 28->14 is avg-pool 2, 7->14 is bilinear x2 (SPEC §2 step 3)."""
+    (align_corners=False) otherwise. 28->14 is avg-pool 2, 7->14 is bilinear x2."""
     h, w = x.shape[-2:]
     if (h, w) == tuple(size):
         return x
@@ -27,19 +30,7 @@ def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def attention_reference(feat: torch.Tensor, eh: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                        slope: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused attention op: ``(F [B,C,h,w], Eh [B,C,h,w], W [1,C,k,k], b [1], slope) -> (O, alpha)``.
-
-    ``alpha [B,1,h,w]`` sums to 1 over positions; ``O = F * alpha``.
-    """
-    a = F.leaky_relu(feat + eh, slope)
-    logits = F.conv2d(a, weight, bias, padding=weight.shape[-1] // 2)
-    alpha = torch.softmax(logits.flatten(1), dim=1).view_as(logits)
-    return feat * alpha, alpha
-
-
-class SpatialAttention(nn.Module):
+class SpatialAttention(nn.Module, Fusable):
     def __init__(self, channels: int, hidden_channels: int, kernel_sizes: tuple[int, ...] = (1, 3, 5),
                  width: int = 16, slope: float = 0.01) -> None:
         super().__init__()
@@ -58,13 +49,13 @@ class SpatialAttention(nn.Module):
         return self.score(self.bn(torch.cat([conv(a) for conv in self.embed_att], dim=1)))
 
     def forward(self, feat: torch.Tensor, h: torch.Tensor, backend=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``backend``: a :class:`jsla_fast.backends.Backend` whose fused op runs the folded form
-        whenever BN uses running statistics; None (or BN in training mode, whose batch statistics
-        can't be folded) runs the unfolded reference below."""
+        """``backend``: a resolved :class:`jsla_fast.ops.Backend` whose fused op runs the folded form
+        whenever BN uses running statistics; None, the reference, or BN in training mode (whose
+        batch statistics can't be folded) runs the unfolded module below."""
         eh = self.embed_hidden(h, feat.shape[-2:])
         if backend is not None and backend.name != "reference" and not self.bn.training:
             weight, bias = self._frozen if self._frozen is not None else self.fold()
-            return backend.attention(feat, eh, weight, bias, self.slope)
+            return ops.attention(feat, eh, weight, bias, self.slope, backend=backend)
         a = F.leaky_relu(feat + eh, self.slope)
         logits = self.logits(a)
         alpha = torch.softmax(logits.flatten(1), dim=1).view_as(logits)
@@ -79,6 +70,12 @@ class SpatialAttention(nn.Module):
 
     def unfreeze(self) -> None:
         self._frozen = None
+
+    def fuse(self) -> int:
+        """:meth:`freeze`. The BN stays: the reference path (and training) runs the unfolded
+        module, so none is folded away."""
+        self.freeze()
+        return 0
 
     def _apply(self, fn, recurse=True):
         # .to(dtype/device), .half(), .cuda() reach the frozen folded weights too

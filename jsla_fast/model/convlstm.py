@@ -1,30 +1,19 @@
-"""Multi-kernel ConvLSTM step (SPEC §2 step 4, the supplement's multi-convolutional LSTM).
+"""Multi-kernel ConvLSTM step (the supplement's multi-convolutional LSTM; docs/DESIGN.md, "The model").
 
 Hidden channels ``[24b, 24b+24)`` come from branch b, a k_b x k_b 'same' convolution
 (k = 1, 3, 5, 7) over ``[x_t, h_{t-1}]`` (D + 96 in) giving 4 x 24 gate pre-activations in the
 order i, f, g, o. ``c' = sigma(f) c + sigma(i) tanh(g)``, ``h' = sigma(o) tanh(c')``.
-:func:`convlstm_step_reference` is the specification every fused ConvLSTM kernel must equal.
+The step is the fused op :func:`jsla_fast.ops.convlstm_step`, specified by
+:func:`jsla_fast.ops.convlstm_step_reference`.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-def convlstm_step_reference(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
-                            weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [B,D,H,W], h, c [B,hid,H,W]``, ``weights[b] [4*n,D+hid,k_b,k_b]``, ``biases[b] [4*n]``
-    with ``hid = len(weights) * n`` -> ``(h', c')``."""
-    xh = torch.cat([x, h], dim=1)
-    gates = [F.conv2d(xh, w, b, padding=w.shape[-1] // 2).chunk(4, dim=1) for w, b in zip(weights, biases)]
-    i, f, g, o = (torch.cat([branch[j] for branch in gates], dim=1) for j in range(4))
-    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h_next = torch.sigmoid(o) * torch.tanh(c_next)
-    return h_next, c_next
+from .. import ops
 
 
 class MultiKernelConvLSTM(nn.Module):
@@ -41,6 +30,6 @@ class MultiKernelConvLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, backend=None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``backend``: a :class:`jsla_fast.backends.Backend`; None runs the reference."""
-        step = convlstm_step_reference if backend is None else backend.convlstm_step
-        return step(x, h, c, [m.weight for m in self.convs], [m.bias for m in self.convs])
+        """``backend``: a resolved :class:`jsla_fast.ops.Backend`; None runs the reference."""
+        return ops.convlstm_step(x, h, c, [m.weight for m in self.convs], [m.bias for m in self.convs],
+                                 backend=backend or ops.BACKENDS["reference"])

@@ -1,4 +1,4 @@
-"""GoogLeNet (Inception v1) backbone that returns the candidate layers of SPEC §2.
+"""GoogLeNet (Inception v1) backbone that returns the candidate layers (docs/DESIGN.md, "The model").
 
 Module names follow torchvision's ``googlenet`` so its state dicts load key for key
 (``conv1.conv.weight``, ``inception4e.branch2.1.bn.running_mean``, ...). Two styles:
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..config import BACKBONE_STYLES
+from .base import Fusable, fuse_bn
 
 # name -> (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj), Szegedy et al. Table 1
 INCEPTION_BLOCKS: dict[str, tuple[int, int, int, int, int, int, int]] = {
@@ -35,7 +36,7 @@ INCEPTION_BLOCKS: dict[str, tuple[int, int, int, int, int, int, int]] = {
 POOL_BEFORE = {"3a": "maxpool2", "4a": "maxpool3", "5a": "maxpool4"}
 
 
-class BasicConv2d(nn.Module):
+class BasicConv2d(nn.Module, Fusable):
     """Conv + (BN) + ReLU, named as torchvision's ``BasicConv2d`` (``conv``, ``bn``)."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -47,6 +48,9 @@ class BasicConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.bn(self.conv(x)))
+
+    def fuse(self) -> int:
+        return fuse_bn(self, self.conv)
 
 
 class Inception(nn.Module):

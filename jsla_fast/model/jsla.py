@@ -1,4 +1,5 @@
-"""JSLA: Joint Spatial and Layer Attention (Joseph, Derpanis, Qureshi, BMVC 2019), SPEC §2.
+"""JSLA: Joint Spatial and Layer Attention (Joseph, Derpanis, Qureshi, BMVC 2019); docs/DESIGN.md,
+"The model", says every choice the paper leaves open and ours.
 
 Reads top-down like the paper's Fig. 2:
 
@@ -15,37 +16,18 @@ This module is the reference implementation: every fused kernel and runtime is c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import CANDIDATE_LAYERS, JSLAConfig
-from ..normalization import Normalization
+from ..ops import resolve
 from .attention import SpatialAttention, resize_to
 from .convlstm import MultiKernelConvLSTM
+from .base import JSLAOutput, Model
 from .googlenet import GoogLeNet
 from .layer_selection import LayerSelector, gumbel_straight_through, temperature
 from .pose_head import PoseDecoder
-
-
-@dataclass
-class JSLAOutput:
-    """What :class:`JSLA` returns. ``pose`` is [B,7] (x,y,z, unit qw,qx,qy,qz with qw >= 0) for
-    the pose task, ``logits`` [B,num_classes] for the scene task; the other is None."""
-
-    pose: torch.Tensor | None
-    logits: torch.Tensor | None
-    layers: torch.Tensor  #: [B,N] index into ``config.layers`` of the layer chosen per step
-    attention: list[torch.Tensor]  #: N maps [B,1,h,w], each summing to 1 over h*w (empty in a static graph)
-    selection_logits: list[torch.Tensor]  #: N tensors [B,K], the layer-selection scores
-    pose_raw: torch.Tensor | None = None  #: [B,7] with the quaternion before normalisation (for losses)
-    aux: list[torch.Tensor] = field(default_factory=list)  #: per-step head outputs, when enabled
-    #: static graph only: per step, every candidate layer's map [B,1,h_i,w_i]; sample b's map at
-    #: step t is ``branch_attention[t][layers[b, t]][b]``
-    branch_attention: list[list[torch.Tensor]] = field(default_factory=list)
 
 
 class LayerBranch(nn.Module):
@@ -83,18 +65,21 @@ class InitialState(nn.Module):
         return h[:, :, None, None] + self.bias_h, c[:, :, None, None] + self.bias_c
 
 
-class JSLA(nn.Module):
+class JSLA(Model):
     """The JSLA model. ``JSLA(JSLAConfig(task="pose"))(images [B,3,H,W]) -> JSLAOutput``.
 
     Images are normalised as recorded in ``self.normalization`` (set from checkpoints).
     """
 
     kind = "jsla"
+    #: eval without data-dependent control flow (``static_graph = True``): every branch runs, each
+    #: sample takes its chosen branch by a gather, maps in ``branch_attention``; what ONNX,
+    #: torch.export and CUDA graphs capture
+    has_static_form = True
 
     def __init__(self, config: JSLAConfig | None = None, backend: str = "reference") -> None:
-        super().__init__()
-        cfg = config or JSLAConfig()
-        self.config = cfg
+        super().__init__(config)
+        cfg = self.config
         self.backbone = GoogLeNet(outputs=cfg.layers, style=cfg.backbone_style)
         self.branches = nn.ModuleList(LayerBranch(c, cfg) for c in cfg.layer_channels)
         self.initial_state = InitialState(sum(cfg.layer_channels), cfg.hidden_channels, cfg.grid)
@@ -106,24 +91,14 @@ class JSLA(nn.Module):
                           if cfg.aux_heads else None)
         self.pose_decoder = PoseDecoder() if cfg.task == "pose" else None
         self.tau = cfg.tau_start
-        self.normalization: Normalization | None = None
-        #: eval without data-dependent control flow (every branch runs, each sample takes its
-        #: chosen branch by a gather; maps in ``branch_attention``): what ONNX/torch.export and
-        #: CUDA graphs capture
-        self.static_graph = False
         self.set_backend(backend)
 
-    def set_backend(self, name: str) -> "JSLA":
-        """Run the fused ops with backend ``name`` (see :mod:`jsla_fast.backends`; 'auto' picks the
-        fastest one for the input's device at each call). Raises if it can't run here."""
-        from ..backends import NAMES, resolve
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(self.config.layers)
 
-        if name not in NAMES:
-            raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}")
-        if name != "auto":
-            resolve(name, next(self.parameters()).device)  # fail now, with the reason
-        self.backend = name
-        return self
+    def pose_heads(self) -> list[nn.Linear]:
+        return [self.head, *(self.aux_heads or [])]
 
     # -- training-time controls -----------------------------------------------------------
     def set_progress(self, progress: float) -> float:
@@ -136,11 +111,8 @@ class JSLA(nn.Module):
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> JSLAOutput:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"JSLA expects images [B,3,H,W], got {tuple(images.shape)}")
-        from ..backends import resolve
-
         cfg = self.config
         backend = resolve(self.backend, images.device)
-        backend = None if backend.name == "reference" else backend
         by_name = self.backbone(images)
         feats = [by_name[name] for name in cfg.layers]
         h, c = self.initial_state(feats)
@@ -210,16 +182,6 @@ class JSLA(nn.Module):
                               selection_logits=selection, pose_raw=raw, aux=aux)
         return JSLAOutput(pose=None, logits=raw, layers=layers, attention=attention,
                           selection_logits=selection, aux=aux)
-
-    # -- checkpoints ----------------------------------------------------------------------
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "JSLA":
-        from ..checkpoint import CheckpointError, load_checkpoint
-
-        model = load_checkpoint(path, map_location=map_location)
-        if not isinstance(model, cls):
-            raise CheckpointError(path, f"holds a {model.kind!r} model, not JSLA; use jsla_fast.load_checkpoint")
-        return model
 
 
 def gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor,

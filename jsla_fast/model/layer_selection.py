@@ -1,4 +1,4 @@
-"""Layer attention (SPEC §2 step 1, paper §3.2): pick one candidate layer per sample and step.
+"""Layer attention (paper §3.2; docs/DESIGN.md, "The model"): pick one candidate layer per sample and step.
 
 ``s = GAP(h_{t-1}) -> FC -> BN -> ReLU -> FC -> K logits``. Training: Gumbel-max hard one-hot in
 the forward pass with the straight-through Gumbel-softmax gradient at temperature tau. Eval:
@@ -11,8 +11,10 @@ import math
 import torch
 from torch import nn
 
+from .base import Fusable, fuse_bn
 
-class LayerSelector(nn.Module):
+
+class LayerSelector(nn.Module, Fusable):
     def __init__(self, hidden_channels: int, embedding: int, num_layers: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(hidden_channels, embedding)
@@ -22,6 +24,9 @@ class LayerSelector(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """``h [B,hidden,G,G] -> logits [B,K]`` (unnormalised log-probabilities of each layer)."""
         return self.fc2(torch.relu(self.bn(self.fc1(h.mean(dim=(2, 3))))))
+
+    def fuse(self) -> int:
+        return fuse_bn(self, self.fc1)
 
 
 def gumbel_straight_through(logits: torch.Tensor, tau: float,

@@ -10,28 +10,22 @@ import torch
 from torch import nn
 
 from ..config import JSLAConfig
-from ..normalization import Normalization
+from .base import JSLAOutput, Model
 from .googlenet import GoogLeNet
-from .jsla import JSLAOutput
 from .pose_head import PoseDecoder
 
 
-class PoseNet(nn.Module):
+class PoseNet(Model):
     kind = "posenet"
 
     def __init__(self, config: JSLAConfig | None = None, hidden: int = 2048) -> None:
-        super().__init__()
-        cfg = config or JSLAConfig()
-        self.config = cfg
+        super().__init__(config)
+        cfg = self.config
         self.backbone = GoogLeNet(outputs=("5b",), style=cfg.backbone_style)
         self.fc = nn.Linear(1024, hidden)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(hidden, cfg.output_dim)
         self.pose_decoder = PoseDecoder() if cfg.task == "pose" else None
-        self.normalization: Normalization | None = None
-
-    def set_progress(self, progress: float) -> None:
-        """No annealed parts; present so training treats both models alike."""
 
     def regress(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, hidden]`` FC features -> ``[B, output_dim]`` (the part PoseLSTM replaces)."""

@@ -1,4 +1,4 @@
-"""ROS camera messages to the model's RGB input, without cv_bridge (SPEC §1 ROS node, issue 5).
+"""ROS camera messages to the model's RGB input, without cv_bridge (the README's "ROS node" lists the encodings).
 
 :func:`decode_image` takes the fields of a ``sensor_msgs/Image`` and :func:`decode_compressed`
 those of a ``sensor_msgs/CompressedImage``; both return RGB ``uint8 [H,W,3]`` or raise

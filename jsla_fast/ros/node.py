@@ -30,9 +30,10 @@ from diagnostic_updater import Updater
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from sensor_msgs.msg import CompressedImage, Image
 
-from ..checkpoint import model_from_payload, read_checkpoint
+from ..checkpoint import read_checkpoint
+from ..model.registry import model_from_payload
 from ..data import rgb_tensor
-from ..inference import attention_picture
+from ..plots import attention_picture
 from ..runtime import Localizer
 from .camera_image import ImageError, decode_compressed, decode_image, encode_image
 from .latest_frame import LatestFrame

@@ -1,5 +1,5 @@
 // Fused spatial attention: jsla::attention_forward<T> (contract in attention.h, specification
-// jsla_fast.model.attention.attention_reference), float and double.
+// jsla_fast.ops.attention_reference), float and double.
 //
 // Shapes and layout
 //   F, Eh: [B,C,h,w], any element strides (NCHW, NHWC, sliced or cropped views); W: [C,k,k]

@@ -1,5 +1,5 @@
-// Multi-kernel ConvLSTM step (SPEC §3), the kernel behind torch.ops.jsla.convlstm_step.
-// Specification: jsla_fast.model.convlstm.convlstm_step_reference:
+// Multi-kernel ConvLSTM step (docs/DESIGN.md, "The fused ops"), the kernel behind torch.ops.jsla.convlstm_step.
+// Specification: jsla_fast.ops.convlstm_step_reference:
 //   xh = [x, h] (D + hid channels); branch b (kernel k_b, 'same' padding) gives the gate
 //   pre-activations i, f, g, o (n channels each, n = hid / branches) of hidden channels
 //   [b*n, (b+1)*n); c' = sig(f) c + sig(i) tanh(g) ; h' = sig(o) tanh(c').

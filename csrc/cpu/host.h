@@ -1,5 +1,5 @@
 // What the torch-free kernels need from their host: a parallel loop and a batched GEMM.
-// The torch binding (csrc/ops.cpp) supplies at::parallel_for and torch's BLAS; the C++ unit
+// The torch binding (csrc/torch/cpu.cpp) supplies at::parallel_for and torch's BLAS; the C++ unit
 // tests supply serial_host() (plain loops), so the kernels build and test without torch.
 #pragma once
 

@@ -1,5 +1,5 @@
-// Fused spatial attention (SPEC §3), the kernel behind torch.ops.jsla.attention.
-// Specification: jsla_fast.model.attention.attention_reference (folded form of paper Eq. 1):
+// Fused spatial attention (docs/DESIGN.md, "The fused ops"), the kernel behind torch.ops.jsla.attention.
+// Specification: jsla_fast.ops.attention_reference (folded form of paper Eq. 1):
 //   A     = LeakyReLU(F + Eh, slope)                       never written to memory
 //   L     = conv2d(A, W[1,C,k,k], 'same' padding) + bias   one logit per position
 //   alpha = softmax of L over the h*w positions ;  O = F * alpha
