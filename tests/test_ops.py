@@ -286,3 +286,30 @@ def test_cpp_op_checks_its_inputs_when_called_directly():
         torch.ops.jsla.convlstm_step(x, h, h, [torch.zeros(16, 6, 3, 3)], [torch.zeros(16)])
     with pytest.raises(RuntimeError, match="dtype"):
         torch.ops.jsla.convlstm_step(x, h, h.double(), [torch.zeros(16, 7, 3, 3)], [torch.zeros(16)])
+
+
+def test_the_same_bad_input_raises_the_same_error_on_every_backend(seed):
+    """The shared checks run before any backend's kernel, the reference's included."""
+    gen = torch.Generator().manual_seed(seed)
+    feat, eh, weight, bias = attention_inputs(2, 3, 5, 5, 3, torch.float32, gen)
+    x, h, c, ws, bs = convlstm_inputs(2, 3, 4, 5, 5, (1, 3), torch.float32, gen)
+    bad = {
+        "rank": lambda b: ops.attention(feat[0], eh[0], weight, bias, 0.01, backend=b),
+        "grid": lambda b: ops.attention(feat, eh[..., :4], weight, bias, 0.01, backend=b),
+        "even k": lambda b: ops.attention(feat, eh, torch.zeros(1, 3, 4, 4), bias, 0.01, backend=b),
+        "mixed dtype": lambda b: ops.attention(feat, eh.double(), weight, bias, 0.01, backend=b),
+        "slope": lambda b: ops.attention(feat, eh, weight, bias, torch.tensor(0.01), backend=b),
+        "batch": lambda b: ops.convlstm_step(x[:1], h, c, ws, bs, backend=b),
+        "branches": lambda b: ops.convlstm_step(x, h, c, ws[:1], bs, backend=b),
+        "int64": lambda b: ops.convlstm_step(x.long(), h.long(), c.long(), [w.long() for w in ws],
+                                             [v.long() for v in bs], backend=b),
+    }
+    for case, call in bad.items():
+        errors = {}
+        for name in ["reference", *FUSED]:
+            with pytest.raises((TypeError, ValueError)) as info:
+                call(name)
+            text = str(info.value)
+            # the dtype message names the backend's own dtype list after the ';'
+            errors[name] = (type(info.value), text.split(";")[0] if case == "int64" else text)
+        assert len(set(errors.values())) == 1, (case, errors)
