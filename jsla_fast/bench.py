@@ -4,8 +4,8 @@
                               [--batch 1,40] [--device cpu] [--dtype float32] [--repeat 50]
                               [--threads N] [--quick] [--json OUT.json]
 
-Prints a markdown table and writes the JSON of docs/DESIGN.md, "The bench JSON". Timing: warm-up runs, then ``repeat``
-timed runs (wall clock on CPU, CUDA events on GPU) taken in 5 rounds that alternate between the
+Prints a markdown table and writes the JSON of docs/DESIGN.md, "The bench JSON". Timing: warm-up
+runs, then ``repeat`` timed runs (wall clock on CPU, CUDA events on GPU) taken in 5 rounds that alternate between the
 backends of one row group, so a shared machine's drifting speed hits all of them alike; median
 and p90. Ratios are against the reference eager row of the same op, shape and batch.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import logging
 import os
@@ -40,7 +39,6 @@ from pathlib import Path
 
 import torch
 
-from . import ops
 from .config import JSLAConfig, layer_shapes
 from .model import JSLA
 from .ops import BACKENDS, attention_reference, available, convlstm_step_reference
@@ -146,13 +144,13 @@ def compile_mode(device: torch.device) -> str | None:
 
 
 def op_functions(backends: list[str], device: torch.device) -> dict[str, tuple[Callable, Callable]]:
-    """backend -> (attention, convlstm_step) for the per-op rows: the public entries (checks
-    included, as every caller runs them) with the backend resolved once."""
+    """backend -> (attention, convlstm_step) for the per-op rows: each backend's kernels, which the
+    rows compare with their floors. The shared argument checks in front of them
+    (:func:`jsla_fast.ops.attention`) add about 4 and 14 us per call; the e2e rows include them."""
     fns = {}
     for name in backends:
         if name in BACKENDS:
-            impl = BACKENDS[name]
-            fns[name] = (functools.partial(ops.attention, backend=impl), functools.partial(ops.convlstm_step, backend=impl))
+            fns[name] = (BACKENDS[name].attention, BACKENDS[name].convlstm_step)
         elif name == "compile":
             mode = compile_mode(device)
             fns[name] = (torch.compile(attention_reference, dynamic=False, mode=mode),

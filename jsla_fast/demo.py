@@ -182,19 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     data = synthetic_scene(out / "data", args.seed, p)
-    cfg = demo_config(p, args.seed, args.preset)
+    # one config per model: they differ only in the learning rate (the paper's preset sets one for all)
+    configs = {kind: demo_config(p, args.seed, args.preset, kind) for kind in args.models}
+    cfg = configs[args.models[0]]
     summary: dict = {}
-    lrs = {}
     for kind in args.models:
         run = out / kind / "run"
         if run.exists():
             shutil.rmtree(run)  # the demo always trains afresh
         t0 = time.perf_counter()
-        run_cfg = RunConfig.from_dict(cfg.to_dict())
-        if not args.preset:  # the paper's preset sets one learning rate for every model
-            run_cfg.train.lr = p["lr"][kind]
-        lrs[kind] = run_cfg.train.lr
-        best = train(run_cfg, data, "7scenes", run, kind, device="cpu")
+        best = train(configs[kind], data, "7scenes", run, kind, device="cpu")
         train_seconds = time.perf_counter() - t0
         results = evaluate(best, data, "7scenes", out / kind / "eval", overlays=4)
         summary[kind] = {k: results[k] for k in ("median_t_m", "median_r_deg", "mean_t_m", "mean_r_deg",
@@ -205,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.update({key: refs[key] for key in REFERENCES})
     summary["setup"] = {"train_images": p["train"], "test_images": p["test"], "sequences": list(p["sequences"]),
                         "image_size": "x".join(map(str, p["size"])), "crop": cfg.data.crop, "epochs": p["epochs"],
-                        "batch_size": cfg.train.batch_size, "lr": lrs,
+                        "batch_size": cfg.train.batch_size, "lr": {kind: c.train.lr for kind, c in configs.items()},
                         "grad_clip": cfg.train.grad_clip, "seed": args.seed,
                         "preset": args.preset, "config": cfg.to_dict(), "loss": cfg.model.loss.to_dict(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -134,8 +134,10 @@ print(before, "triton" in sys.modules)
     assert out.stdout.split() == ["False", "True"]
 
 
-#: what would point a reader at files a clone of this repository does not have
-OUTSIDE = re.compile(r"\.\./shared|\bSPEC\b|SPEC\.md|paper_notes\.md|STYLE\.md|\.\./\.library")
+#: the planning material beside the checkout that a clone of this repository does not have. Spelled
+#: in pieces so that this file, which has to name it, does not match its own pattern
+OUTSIDE_NAMES = ("../" + "shared", "../" + ".library", "SP" + "EC", "paper" + "_notes.md", "STY" + "LE.md")
+OUTSIDE = re.compile("|".join(re.escape(n) if "." in n else rf"\b{n}\b" for n in OUTSIDE_NAMES))
 
 
 def repository_text_files():
@@ -151,13 +153,15 @@ def repository_text_files():
 
 def test_nothing_refers_outside_the_repository():
     found = [f"{rel}:{n}: {line.strip()[:100]}" for rel, text in repository_text_files()
-             for n, line in enumerate(text.splitlines(), 1) if OUTSIDE.search(line) and rel.name != Path(__file__).name]
+             for n, line in enumerate(text.splitlines(), 1) if OUTSIDE.search(line)]
     assert found == []
 
 
 def test_the_outside_reference_pattern_catches_them():
-    for line in ("see ../shared/SPEC.md", "(SPEC §3)", "paper_notes.md says"):
+    shared, _, spec, notes, _ = OUTSIDE_NAMES
+    for line in (f"see {shared}/{spec}.md", f"({spec} §3)", f"{notes} says"):
         assert OUTSIDE.search(line)
+    assert not OUTSIDE.search("SPECTRUM, inspect, the shared checks")
     assert not OUTSIDE.search("docs/DESIGN.md, \"The fused ops\"")
 
 

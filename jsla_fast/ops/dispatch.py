@@ -23,6 +23,8 @@ from types import ModuleType
 
 import torch
 
+from .checks import FLOAT_DTYPES
+
 
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here; the message says why and what to do."""
@@ -57,10 +59,9 @@ class Backend:
         return getattr(self._impl(), self.availability)(device)
 
 
-_ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _HALF = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("reference", ("cpu", "cuda"), "jsla_fast.ops.reference", dtypes=_ALL),
+    Backend("reference", ("cpu", "cuda"), "jsla_fast.ops.reference", dtypes=FLOAT_DTYPES),
     Backend("cpp", ("cpu",), "jsla_fast.ops.extension"),
     Backend("cuda", ("cuda",), "jsla_fast.ops.extension", "cuda_unavailable_reason", _HALF),
     Backend("triton", ("cuda", "cpu"), "jsla_fast.ops.triton", dtypes=_HALF),
