@@ -76,10 +76,13 @@ setup(
     install_requires=["torch>=2.4", "numpy>=1.23", "pyyaml>=6", "pillow>=9", "tqdm>=4.60", "matplotlib>=3.6"],
     extras_require={
         "test": ["pytest>=7", "tensorboard>=2.12", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18",
-                 "opencv-python-headless>=4.5", "rosbags>=0.9.20", "triton>=3.2"],  # rosbags: writes the bag the ROS test plays
+                 "opencv-python-headless>=4.5", "rosbags>=0.9.20", "triton>=3.2", "openvino>=2024.0"],
+        # rosbags: writes the bag the ROS test plays; openvino: the bench's rows and the Localizer's
+        # openvino backbone executor
         "ros": ["opencv-python-headless>=4.5"],  # decoding camera messages (Bayer, compressed)
         "tensorboard": ["tensorboard>=2.12"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+        "openvino": ["openvino>=2024.0", "onnx>=1.16", "onnxscript>=0.2"],  # + export, for the bench rows
     },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],
 )

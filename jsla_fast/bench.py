@@ -1,8 +1,8 @@
 """The benchmark: per-op microbenchmarks and the whole model, every backend in one run.
 
-    python -m jsla_fast.bench [--ops] [--e2e] [--backends reference,cpp,compile,onnxruntime]
-                              [--batch 1,40] [--device cpu] [--dtype float32] [--repeat 50]
-                              [--threads N] [--quick] [--json OUT.json]
+    python -m jsla_fast.bench [--ops] [--e2e] [--backends reference,cpp,compile,onnxruntime,openvino]
+                              [--backbones auto,torchscript,...] [--batch 1,40] [--device cpu]
+                              [--dtype float32] [--repeat 50] [--threads N] [--quick] [--json OUT.json]
 
 Prints a markdown table and writes the JSON of docs/DESIGN.md, "The bench JSON". Timing: warm-up
 runs, then ``repeat`` timed runs (wall clock on CPU, CUDA events on GPU) taken in 5 rounds that alternate between the
@@ -13,10 +13,14 @@ Rows: ``attention`` on the four candidate-layer shapes (480x28x28, 512x14x14, 83
 1024x7x7, k=5), ``convlstm`` (x [B,128,14,14], hidden 96 = 4 x 24, kernels 1,3,5,7) and ``e2e``
 (JSLA at 224x224, N=3; ``runtime`` says how it ran: ``eager`` is the model as trained,
 ``localizer`` is :class:`jsla_fast.runtime.Localizer` with folding and channels-last,
-``localizer+graph`` the same replayed from a CUDA graph). On GPU, ``compile`` uses
+``localizer+graph`` the same replayed from a CUDA graph; on CPU ``backbone`` names the
+Localizer's backbone executor, :mod:`jsla_fast.executors`). On GPU, ``compile`` uses
 ``mode="max-autotune"``.
 Backends: ``reference`` (PyTorch eager), the fused ones available here (``cpp``, ...),
-``compile`` (torch.compile of the reference) and ``onnxruntime`` (e2e, the exported reference).
+``compile`` (torch.compile of the reference), and for e2e on CPU the exported static form (every
+candidate branch) in ``onnxruntime`` and in ``openvino`` (runtime ``f32``, and ``default``: what
+OpenVINO picks for this CPU, bf16 where it has AVX512_BF16 or AMX; ``precision`` is what it
+reported).
 Per-op rows carry GFLOP/s and GB/s against the op's minimum FLOPs and bytes
 (:mod:`jsla_fast.ops.cost`), ``roofline_pct`` = floor time / measured time, where the floor
 uses this machine's peaks measured at start (a large matmul, a large copy), and the achieved
@@ -43,11 +47,17 @@ from .config import JSLAConfig, layer_shapes
 from .model import JSLA
 from .ops import BACKENDS, attention_reference, available, convlstm_step_reference
 from .ops.cost import attention_cost, convlstm_cost
+from .executors import EXECUTORS, resolve_executor
 from .runtime import Localizer
 
 log = logging.getLogger("jsla_fast.bench")
 ATTENTION_SHAPES = list(layer_shapes(224).values())  #: the candidate layers at 224 x 224
-EXTRA_BACKENDS = ("compile", "onnxruntime")
+EXTRA_BACKENDS = ("compile", "onnxruntime", "openvino")
+ROUNDS = 5  #: alternating rounds of a full run
+#: --quick: as many rounds as samples pairs, so that a drifting machine hits every row alike; warm-up
+#: long enough for the weight caches, the allocator and oneDNN's primitive cache (docs/PERFORMANCE.md
+#: has the quick-vs-full comparison)
+QUICK = {"repeat": 20, "warmup": 5, "rounds": 10}
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -158,7 +168,7 @@ def op_functions(backends: list[str], device: torch.device) -> dict[str, tuple[C
     return fns
 
 
-def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks) -> list[dict]:
+def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks, rounds=None) -> list[dict]:
     rows = []
     fns = op_functions(backends, device)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -174,7 +184,7 @@ def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks) -> list[d
             flops, nbytes = attention_cost(batch, c, hh, ww, 5, feat.element_size())
             calls = {name: (lambda att=att: att(feat, eh, weight, bias, 0.01)) for name, (att, _) in fns.items()}
             rows += _op_rows("attention", [batch, c, hh, ww], batch, dtype, flops, nbytes, peaks, calls, repeat,
-                             warmup, device)
+                             warmup, device, rounds)
         d, hid, g = cfg.input_channels, cfg.hidden_channels, cfg.grid
         x, h, cc = rand(batch, d, g, g), rand(batch, hid, g, g), rand(batch, hid, g, g)
         ws = [rand(4 * cfg.branch_channels, d + hid, k, k, scale=(d + hid) ** -0.5 / k) for k in cfg.kernel_sizes]
@@ -182,13 +192,13 @@ def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks) -> list[d
         flops, nbytes = convlstm_cost(batch, d, hid, g, g, cfg.kernel_sizes, x.element_size())
         calls = {name: (lambda step=step: step(x, h, cc, ws, bs)) for name, (_, step) in fns.items()}
         rows += _op_rows("convlstm", [batch, d, g, g], batch, dtype, flops, nbytes, peaks, calls, repeat, warmup,
-                         device)
+                         device, rounds)
     return rows
 
 
-def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, warmup, device) -> list[dict]:
+def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, warmup, device, rounds=None) -> list[dict]:
     with torch.inference_mode():
-        times = measure_rounds(calls, repeat, warmup, device)
+        times = measure_rounds(calls, repeat, warmup, device, rounds or ROUNDS)
     floor = max(flops / (peaks["peak_gflops"] * 1e9), nbytes / (peaks["peak_gbps"] * 1e9))
     rows = []
     for backend, samples in times.items():
@@ -205,9 +215,12 @@ def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, war
     return rows
 
 
-def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> list[dict]:
-    """Rows ``e2e``: the reference eager model, each fused backend through the Localizer (on CUDA
-    also with its CUDA graph), torch.compile of the reference and onnxruntime (CPU)."""
+def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint, executors=("auto",),
+              rounds=None) -> list[dict]:
+    """Rows ``e2e``: the reference eager model, each fused backend through the Localizer (with each
+    backbone executor of ``executors``; on CUDA also with its CUDA graph), torch.compile of the
+    reference, and on CPU the exported static form in onnxruntime and in OpenVINO (f32 and its
+    default precision)."""
     rows = []
     if checkpoint:
         from .model.registry import load_checkpoint
@@ -219,39 +232,88 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint) -> l
     trained = trained.to(device).eval()  # the Localizer folds in this precision, then casts
     base = copy.deepcopy(trained).to(dtype)
     size = 224
+    exported = {}  # one ONNX file for every batch and runtime
     for batch in batches:
         images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device, dtype)
         with torch.inference_mode():
             layers = base(images).layers[0].tolist() if base.has_static_form else []
-        runs: list[tuple[str, str, Callable]] = [("reference", "eager", lambda m=base: m(images))]
+        # (backend, runtime, extra fields of the row, the call)
+        runs: list[tuple[str, str, dict, Callable]] = [("reference", "eager", {}, lambda m=base: m(images))]
         for name in backends:
             if name in BACKENDS:
                 graphs = [False, True] if device.type == "cuda" and base.has_static_form else [False]
                 for graph in graphs:
-                    loc = Localizer(copy.deepcopy(trained), device, backend=name, dtype=dtype, cuda_graph=graph)
-                    runs.append((name, "localizer+graph" if graph else "localizer", lambda loc=loc: loc(images)))
+                    for executor in (executors if device.type == "cpu" else ["eager"]):
+                        loc = Localizer(copy.deepcopy(trained), device, backend=name, dtype=dtype, cuda_graph=graph,
+                                        backbone=executor)
+                        extra = {"backbone": loc.executor} if device.type == "cpu" else {}
+                        runs.append((name, "localizer+graph" if graph else "localizer", extra,
+                                     lambda loc=loc: loc(images)))
             elif name == "compile":
                 compiled = torch.compile(copy.deepcopy(base), mode=compile_mode(device))
-                runs.append(("compile", "eager", lambda m=compiled: m(images)))
-            elif name == "onnxruntime" and device.type == "cpu" and dtype == torch.float32:
-                session = _onnx_session(base)
-                if session is not None:
-                    feed = {"images": images.numpy()}
-                    runs.append(("onnxruntime", "onnxruntime", lambda: session.run(None, feed)))
+                runs.append(("compile", "eager", {}, lambda m=compiled: m(images)))
+            elif name in ("onnxruntime", "openvino") and device.type == "cpu" and dtype in (torch.float32,
+                                                                                           torch.bfloat16):
+                if "path" not in exported:  # from the float32 model: what a user exports
+                    exported["path"] = _onnx_file(trained)
+                runs += _exported_runs(name, exported["path"], images.float())
         peak = {}
-        for backend, runtime, fn in runs:  # peak memory of each alone, then times in alternating rounds
+        for backend, runtime, extra, fn in runs:  # peak memory of each alone, then times in alternating rounds
             with torch.inference_mode(), PeakMemory(device) as mem:
                 fn()
-            peak[backend, runtime] = mem.mb
+            peak[backend, runtime, tuple(extra.items())] = mem.mb
         with torch.inference_mode():
-            times = measure_rounds({(b, r): fn for b, r, fn in runs}, repeat, warmup, device)
-        for (backend, runtime), samples in times.items():
+            times = measure_rounds({(b, r, tuple(e.items())): fn for b, r, e, fn in runs}, repeat, warmup, device,
+                                   rounds or ROUNDS)
+        for (backend, runtime, extra), samples in times.items():
             s = summary(samples)
-            log.info("e2e %s (%s) batch %d: %.2f ms", backend, runtime, batch, s["median_ms"])
-            rows.append({"name": "e2e", "backend": backend, "runtime": runtime, "batch": batch,
-                         "dtype": str(dtype).replace("torch.", ""), "shape": [batch, 3, size, size], **s,
-                         "fps": 1e3 * batch / s["median_ms"], "peak_mem_mb": peak[backend, runtime],
+            log.info("e2e %s (%s%s) batch %d: %.2f ms", backend, runtime,
+                     "".join(f", {k} {v}" for k, v in extra), batch, s["median_ms"])
+            exported_row = backend in ("onnxruntime", "openvino")  # fed float32; OpenVINO says what it ran
+            rows.append({"name": "e2e", "backend": backend, "runtime": runtime, **dict(extra), "batch": batch,
+                         "dtype": "float32" if exported_row else str(dtype).replace("torch.", ""),
+                         "shape": [batch, 3, size, size], **s,
+                         "fps": 1e3 * batch / s["median_ms"], "peak_mem_mb": peak[backend, runtime, extra],
                          "layers": layers})  # the first image's chosen layer per step: the work depends on it
+    return rows
+
+
+def bench_backbone(batches, dtype, repeat, warmup, executors, rounds=None) -> list[dict]:
+    """Rows ``backbone`` (CPU): the JSLA backbone alone (BN folded, 224x224) in each Localizer
+    executor of ``executors`` at ``dtype``, and in OpenVINO at f32 and at its default precision,
+    against the eager module (``reference``, ``eager``): the comparison behind the executors'
+    order (docs/PERFORMANCE.md)."""
+    torch.manual_seed(0)
+    model = JSLA(JSLAConfig(task="pose")).eval().requires_grad_(False)
+    model.fuse()
+    rows = []
+    for batch in batches:
+        example = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+        cl = example.to(dtype).contiguous(memory_format=torch.channels_last)
+        eager = copy.deepcopy(model.backbone).to(dtype).to(memory_format=torch.channels_last)
+        runs: dict[tuple, Callable] = {("reference", str(dtype).replace("torch.", ""), (("runtime", "eager"),)):
+                                       lambda: eager(cl)}  # the base of the rows' speedup
+        for name in executors:
+            executor = resolve_executor(name, dtype)
+            if executor.name == "eager":
+                continue
+            built = executor.build(copy.deepcopy(model.backbone).to(dtype).to(memory_format=torch.channels_last), cl)
+            runs[executor.name, str(dtype).replace("torch.", ""), ()] = lambda b=built: b(cl)
+        if EXECUTORS["openvino"].unavailable() is None:
+            from .executors import OpenVINOBackbone
+
+            for runtime, precision in (("f32", "f32"), ("default", None)):
+                ov = OpenVINOBackbone(model.backbone, example, precision)
+                runs["openvino", "float32", (("runtime", runtime), ("precision", ov.reported_precision))] = (
+                    lambda b=ov: b(example))
+        with torch.inference_mode():
+            times = measure_rounds(runs, repeat, warmup, torch.device("cpu"), rounds or ROUNDS)
+        for (backend, dt, extra), samples in times.items():
+            s = summary(samples)
+            log.info("backbone %s %s%s batch %d: %.2f ms", backend, dt, "".join(f", {k} {v}" for k, v in extra),
+                     batch, s["median_ms"])
+            rows.append({"name": "backbone", "backend": backend, **dict(extra), "batch": batch, "dtype": dt,
+                         "shape": [batch, 3, 224, 224], **s, "fps": 1e3 * batch / s["median_ms"]})
     return rows
 
 
@@ -308,20 +370,49 @@ def bench_ros(checkpoint: str | None, frames: int, threads: int | None, backend:
              "what": "median_ms: client publish -> pose received; overhead: node publish - receive - model time"}]
 
 
-def _onnx_session(model):
+def _onnx_file(model) -> Path | None:
+    """The model's static form exported to ONNX (what a user hands to onnxruntime or OpenVINO)."""
     try:
-        import onnxruntime as ort
-    except ImportError:
-        log.warning("onnxruntime is not installed: no onnxruntime rows (pip install onnxruntime)")
-        return None
-    from .export import export_onnx
+        from .export import export_onnx
 
-    path = Path(tempfile.mkdtemp(prefix="jsla_bench_")) / "model.onnx"
-    export_onnx(copy.deepcopy(model), path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        path = Path(tempfile.mkdtemp(prefix="jsla_bench_")) / "model.onnx"
+        export_onnx(copy.deepcopy(model), path)
+        return path
+    except ImportError as e:
+        log.warning("no onnxruntime / openvino rows: exporting to ONNX needs %s (pip install onnx onnxscript)", e.name)
+        return None
+
+
+def _exported_runs(name: str, path: Path | None, images: torch.Tensor) -> list[tuple[str, str, dict, Callable]]:
+    """The exported model in onnxruntime, or in OpenVINO at f32 and at its default precision (bf16
+    where the CPU has it), each run with torch's thread count."""
+    if path is None:
+        return []
+    feed = images.numpy()
+    if name == "onnxruntime":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            log.warning("onnxruntime is not installed: no onnxruntime rows (pip install onnxruntime)")
+            return []
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return [("onnxruntime", "onnxruntime", {}, lambda: session.run(None, {"images": feed}))]
+    try:
+        import openvino as ov
+    except ImportError:
+        log.warning("openvino is not installed: no openvino rows (pip install openvino)")
+        return []
+    core, runs = ov.Core(), []
+    for runtime, hint in (("f32", {"INFERENCE_PRECISION_HINT": "f32"}), ("default", {})):
+        compiled = core.compile_model(str(path), "CPU", {**hint, "PERFORMANCE_HINT": "LATENCY",
+                                                         "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        request = compiled.create_infer_request()
+        precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        runs.append(("openvino", runtime, {"precision": precision}, lambda r=request: r.infer({0: feed})))
+    return runs
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -333,13 +424,19 @@ def add_ratios(rows: list[dict]) -> None:
         r["speedup"] = base / r["median_ms"] if base else None
 
 
+def runtime_label(row: dict) -> str:
+    """The runtime column: the runtime, with the Localizer's backbone executor or OpenVINO's precision."""
+    detail = row.get("backbone") or row.get("precision")
+    return row.get("runtime", "") + (f" ({detail})" if detail else "")
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| op | shape | backend | runtime | median ms | p90 ms | speedup vs ref | GFLOP/s | GB/s | roofline % "
              "| % of copy BW |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def f(key, fmt):
             return fmt.format(r[key]) if r.get(key) is not None else ""
-        lines.append(f"| {r['name']} | {'x'.join(map(str, r['shape']))} | {r['backend']} | {r.get('runtime', '')} | "
+        lines.append(f"| {r['name']} | {'x'.join(map(str, r['shape']))} | {r['backend']} | {runtime_label(r)} | "
                      f"{f('median_ms', '{:.3f}')} | {f('p90_ms', '{:.3f}')} | {f('speedup', '{:.2f}x')} | "
                      f"{f('gflops', '{:.1f}')} | {f('gbps', '{:.1f}')} | {f('roofline_pct', '{:.0f}')} | {f('copy_bw_pct', '{:.0f}')} |")
     for r in rows:
@@ -379,7 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--checkpoint", help="e2e on this checkpoint instead of a randomly initialised JSLA")
-    ap.add_argument("--quick", action="store_true", help="batch 1, 10 repeats, no torch.compile (a smoke run)")
+    ap.add_argument("--backbones", default="auto", help="comma-separated backbone executors for the Localizer "
+                    "rows on CPU (of auto, " + ", ".join(EXECUTORS) + ")")
+    ap.add_argument("--quick", action="store_true", help=f"batch 1, {QUICK['repeat']} repeats in {QUICK['rounds']} "
+                    "alternating rounds, no torch.compile")
     ap.add_argument("--ros", action="store_true", help="the ROS node's overhead: replay frames through a real "
                     "roscore and localize_node (needs `make ros`; only this unless --ops/--e2e are given too)")
     ap.add_argument("--ros-frames", type=int, default=200, help="frames replayed with --ros")
@@ -394,7 +494,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     batches = [1] if args.quick else [int(b) for b in args.batch.split(",")]
-    repeat, warmup = (10, 2) if args.quick else (args.repeat, args.warmup)
+    repeat, warmup = (QUICK["repeat"], QUICK["warmup"]) if args.quick else (args.repeat, args.warmup)
+    rounds = QUICK["rounds"] if args.quick else ROUNDS
+    executors = [e.strip() for e in args.backbones.split(",") if e.strip()]
+    for e in executors:
+        try:
+            resolve_executor(e, dtype)
+        except (ValueError, RuntimeError) as err:
+            log.error("--backbones: %s", err)
+            return 2
     known = [*BACKENDS, *EXTRA_BACKENDS]
     if args.backends:
         backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -415,9 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("peaks: %.0f GFLOP/s, %.1f GB/s", peaks["peak_gflops"], peaks["peak_gbps"])
     rows: list[dict] = []
     if args.ops or both:
-        rows += bench_ops([b for b in backends if b != "onnxruntime"], batches, device, dtype, repeat, warmup, peaks)
+        rows += bench_ops([b for b in backends if b not in ("onnxruntime", "openvino")], batches, device, dtype,
+                          repeat, warmup, peaks, rounds)
     if args.e2e or both:
-        rows += bench_e2e(backends, batches, device, dtype, repeat, warmup, args.checkpoint)
+        rows += bench_e2e(backends, batches, device, dtype, repeat, warmup, args.checkpoint, executors, rounds)
+        if device.type == "cpu":
+            rows += bench_backbone(batches, dtype, repeat, warmup, executors, rounds)
     if args.ros:
         rows += bench_ros(args.checkpoint, 20 if args.quick else args.ros_frames, args.threads,
                           "auto" if not args.backends else args.backends.split(",")[0])

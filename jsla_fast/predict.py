@@ -20,6 +20,7 @@ from .checkpoint import CheckpointError, read_checkpoint
 from .data import DataError, load_image
 from .ops import BackendUnavailable
 from .plots import attention_picture, save_png
+from .executors import NAMES as EXECUTOR_NAMES
 from .runtime import Localizer
 
 log = logging.getLogger("jsla_fast.predict")
@@ -58,12 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--backend", default="auto", help="fused-op backend: auto (fastest available), reference, cpp")
     ap.add_argument("--threads", type=int, help="CPU threads for inference (default: torch's)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="bfloat16: on CPUs with AVX512_BF16 or AMX, or on CUDA; float16: CUDA")
+    ap.add_argument("--backbone", default="auto", choices=EXECUTOR_NAMES,
+                    help="who runs the backbone on CPU (docs/PERFORMANCE.md, 'Backbone executors')")
     ap.add_argument("--skip-bad", action="store_true", help="skip unreadable images and report their count")
     args = ap.parse_args(argv)
     try:
-        localizer = Localizer(args.checkpoint, args.device, backend=args.backend, threads=args.threads)
+        localizer = Localizer(args.checkpoint, args.device, backend=args.backend, threads=args.threads,
+                              dtype=args.dtype, backbone=args.backbone)
         classes = read_checkpoint(args.checkpoint)["extra"].get("classes")
-    except (CheckpointError, BackendUnavailable) as e:
+    except (CheckpointError, BackendUnavailable, ValueError, RuntimeError) as e:
         log.error("%s", e)
         return 2
     model = localizer.model

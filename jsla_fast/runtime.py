@@ -10,8 +10,9 @@ What it does to the loaded model (each exact in eval, each an option):
   selector's FC), and the attention's E_att -> BN -> C_A into one 5x5 conv once
   (docs/DESIGN.md, "The model"), so the fused attention op gets its weights without per-frame work;
 - channels-last memory format for the backbone's convolutions;
-- on CPU, the backbone frozen as a TorchScript graph (oneDNN weights prepacked once, conv+ReLU
-  fused, no Python per layer);
+- on CPU, the backbone run by an executor of :mod:`jsla_fast.executors` (``backbone``: OpenVINO
+  when installed, else a frozen TorchScript graph; Inductor by name), the recurrent part on the
+  fused ops; ``dtype="bfloat16"`` on CPUs with native bfloat16 (AVX512_BF16 or AMX);
 - on CUDA, an optional fp16/bf16 ``dtype`` (folding is done in fp32 first), and the whole
   per-frame forward captured in a CUDA graph per input shape and replayed: one launch of the
   graph instead of hundreds of kernel launches. The layer choice is data dependent, so the graph
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .executors import native_bfloat16, resolve_executor
 from .ops import resolve
 from .model.registry import load_checkpoint
 from .model.base import Model
@@ -58,31 +59,6 @@ def _dtype(dtype: torch.dtype | str) -> torch.dtype:
     if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise ValueError(f"dtype must be float32, float16, bfloat16 or float64, got {dtype!r}")
     return dtype
-
-
-class FrozenBackbone(nn.Module):
-    """The backbone as a frozen TorchScript graph (oneDNN weights prepacked, conv+ReLU fused,
-    no Python per layer); returns the same ``{name: feature map}`` as the eager one."""
-
-    def __init__(self, backbone: nn.Module, example: torch.Tensor) -> None:
-        super().__init__()
-        self.names = list(backbone.outputs)
-
-        class Outputs(nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x):
-                feats = self.inner(x)
-                return tuple(feats[n] for n in backbone.outputs)
-
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TorchScript's deprecation notice
-            self.graph = torch.jit.freeze(torch.jit.trace(Outputs(backbone).eval(), example))
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.graph(x)))
 
 
 class GraphedForward:
@@ -141,11 +117,14 @@ class Localizer:
     the model's); inputs are cast to it.
     ``cuda_graph``: capture the forward in a CUDA graph per input shape (None: on CUDA when
     ``optimize``).
+    ``backbone``: on CPU with ``optimize``, who runs the backbone (:data:`jsla_fast.executors.NAMES`);
+    ``self.executor`` says which one did.
     """
 
     def __init__(self, source: str | Path | Model, device: str | torch.device = "cpu", backend: str = "auto",
                  threads: int | None = None, optimize: bool = True, channels_last: bool = True,
-                 dtype: torch.dtype | str | None = None, cuda_graph: bool | None = None) -> None:
+                 dtype: torch.dtype | str | None = None, cuda_graph: bool | None = None,
+                 backbone: str = "auto") -> None:
         self.device = torch.device(device)
         if threads:
             torch.set_num_threads(threads)
@@ -153,6 +132,10 @@ class Localizer:
         # frozen parameters: no autograd bookkeeping, and the fused ops may cache packed weights
         model = model.to(self.device).eval().requires_grad_(False)
         self.dtype = next(model.parameters()).dtype if dtype is None else _dtype(dtype)
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and (reason := native_bfloat16()):
+            raise ValueError(f"dtype='bfloat16' on this CPU: {reason}")
+        self.executor = "eager"
+        executor = resolve_executor(backbone, self.dtype) if optimize and self.device.type == "cpu" else None
         self.backend = resolve(backend, self.device, self.dtype).name
         model.set_backend(self.backend)
         if optimize:  # in float32, before any cast to a 16-bit type
@@ -161,12 +144,12 @@ class Localizer:
         self.channels_last = channels_last
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if optimize and self.device.type == "cpu":
-            example = self._example(model)
+        if executor is not None:
             try:
-                model.backbone = FrozenBackbone(model.backbone, example)
-            except RuntimeError as e:  # an exotic backbone TorchScript can't trace: stay eager
-                log.warning("backbone stays eager (TorchScript freezing failed: %s)", e)
+                model.backbone = executor.build(model.backbone, self._example(model))
+                self.executor = executor.name
+            except RuntimeError as e:  # an exotic backbone the executor can't take: stay eager
+                log.warning("backbone stays eager (%s failed: %s)", executor.name, e)
         if cuda_graph is None:
             cuda_graph = optimize and self.device.type == "cuda" and model.has_static_form
         if cuda_graph and (self.device.type != "cuda" or not model.has_static_form):

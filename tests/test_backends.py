@@ -14,6 +14,8 @@ from jsla_fast.config import layer_shapes
 from jsla_fast.ops import AUTO_ORDER, BackendUnavailable, available, resolve, why_unavailable
 from jsla_fast.model.jsla import gather_attention
 from jsla_fast.normalization import Normalization
+from jsla_fast import executors
+from jsla_fast.executors import EXECUTORS, PackedConvReLU, PackedInception, onednn_backbone, resolve_executor
 from jsla_fast.runtime import Localizer
 
 # the fused CPU backends the whole model runs on (Triton runs on CPU only interpreted: far too slow
@@ -174,19 +176,69 @@ def test_localizer_dtype_option(images, seed):
     with torch.inference_mode():
         want = model(images[:2])
     loc = Localizer(copy.deepcopy(model), dtype="bfloat16")
-    assert loc.backend == "reference"  # auto: the fastest backend that runs bf16 (cpp runs fp32/fp64)
+    assert loc.backend == "cpp" and loc.executor == "onednn"  # auto on a CPU with native bf16
     assert {p.dtype for p in loc.model.parameters()} == {torch.bfloat16}
     assert all(t.dtype == torch.bfloat16 for b in loc.model.branches for t in b.attention._frozen)
     got = loc(images[:2])  # float32 input, cast by the runtime
     assert got.pose.dtype == torch.bfloat16 and torch.isfinite(got.pose).all()
     if got.layers.tolist() == want.layers.tolist():  # bf16 rounding may flip a close layer choice
         torch.testing.assert_close(got.pose.float(), want.pose, rtol=0, atol=0.1)
-    with pytest.raises(BackendUnavailable, match="does not support torch.bfloat16"):
-        Localizer(copy.deepcopy(model), backend="cpp", dtype=torch.bfloat16)
+    with pytest.raises(BackendUnavailable, match="does not support torch.float16"):
+        Localizer(copy.deepcopy(model), backend="cpp", dtype=torch.float16)
     with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
         Localizer(copy.deepcopy(model), cuda_graph=True)
     with pytest.raises(ValueError, match="dtype must be"):
         Localizer(copy.deepcopy(model), dtype="int8")
+
+
+# every executor this machine can run; inductor compiles for ~30 s on 2 cores, once per test
+EXECUTOR_CASES = [e for e in EXECUTORS if EXECUTORS[e].unavailable() is None]
+
+
+@pytest.mark.parametrize("executor", EXECUTOR_CASES)
+def test_every_backbone_executor_equals_the_reference_model(executor, images, seed):
+    """fp32: the pose within 1e-4 of the reference eager model and the same layer choice, at the
+    batch the executor was built for (1) and at another (4)."""
+    model = trained_like_model(seed, images)
+    loc = Localizer(copy.deepcopy(model), backbone=executor)
+    assert loc.executor == executor and loc.backend == "cpp"
+    for batch in (images[:1], images):  # per batch: the maps come on the finest grid chosen in it
+        with torch.inference_mode():
+            want = model(batch)
+        got = loc(batch)
+        assert got.layers.tolist() == want.layers.tolist()
+        torch.testing.assert_close(got.pose, want.pose, rtol=0, atol=1e-4)
+        for a, b in zip(got.attention, want.attention, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_onednn_executor_packs_every_conv_and_merges_the_1x1s(images, seed):
+    model = trained_like_model(seed, images)
+    loc = Localizer(copy.deepcopy(model), backbone="onednn")
+    packed = [m for m in loc.model.backbone.modules() if isinstance(m, PackedConvReLU)]
+    blocks = [m for m in loc.model.backbone.modules() if isinstance(m, PackedInception)]
+    convs = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    # three 1x1 convs per block become one
+    assert len(blocks) == len(model.backbone.blocks) and len(packed) == len(convs) - 2 * len(blocks)
+    assert not [m for m in loc.model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    copy.deepcopy(loc.model).to(torch.float32)  # the packed weights are no parameters: .to/deepcopy work
+    with pytest.raises(RuntimeError, match=r"fold the BatchNorm layers first \(model.fuse\(\)\)"):
+        onednn_backbone(copy.deepcopy(model).backbone, images[:1])
+
+
+def test_backbone_executor_errors(monkeypatch, images, seed):
+    model = trained_like_model(seed, images)
+    with pytest.raises(ValueError, match="backbone executor 'fastest' unknown; choose one of auto, onednn"):
+        Localizer(copy.deepcopy(model), backbone="fastest")
+    with pytest.raises(ValueError, match="'openvino' runs float32 or bfloat16 Localizers, not torch.float64"):
+        Localizer(copy.deepcopy(model), backbone="openvino", dtype="float64")
+    monkeypatch.setattr(executors.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"'openvino' cannot run here: OpenVINO is not installed \(pip install"):
+        Localizer(copy.deepcopy(model), backbone="openvino")
+    monkeypatch.setattr(executors, "cpu_flags", lambda: {"avx512f", "fma"})
+    with pytest.raises(ValueError, match="neither AVX512_BF16 nor AMX-BF16.*use dtype='float32'"):
+        Localizer(copy.deepcopy(model), dtype="bfloat16")
+    Localizer(copy.deepcopy(model), dtype="float32")  # float32 needs neither
 
 
 def test_fuse_folds_batchnorm_exactly_in_the_backbone(seed):
@@ -231,7 +283,7 @@ def test_bench_writes_spec_json(tmp_path):
     from jsla_fast.bench import main
 
     out = tmp_path / "bench.json"
-    assert main(["--quick", "--backends", "reference,cpp,onnxruntime", "--json", str(out)]) == 0
+    assert main(["--quick", "--backends", "reference,cpp,onnxruntime,openvino", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert {"device", "torch", "threads", "results", "peak_gflops", "peak_gbps"} <= report.keys()
     rows = report["results"]
@@ -244,7 +296,15 @@ def test_bench_writes_spec_json(tmp_path):
     for r in att + [r for r in rows if r["name"] == "convlstm"]:
         assert r["gflops"] > 0 and r["gbps"] > 0 and 0 < r["roofline_pct"]
     e2e = {(r["backend"], r["runtime"]): r for r in rows if r["name"] == "e2e"}
+    openvino = {("openvino", "f32"), ("openvino", "default")}  # OpenVINO is in the test extra
     assert set(e2e) == {("reference", "eager"), ("reference", "localizer"), ("cpp", "localizer"),
-                        ("onnxruntime", "onnxruntime")}
+                        ("onnxruntime", "onnxruntime")} | openvino
     assert all(r["fps"] > 0 and r["peak_mem_mb"] > 0 for r in e2e.values())
+    auto = resolve_executor("auto", torch.float32).name
+    assert {r.get("backbone") for r in e2e.values() if r["runtime"] == "localizer"} == {auto}
+    backbone = {(r["backend"], r.get("runtime")): r for r in rows if r["name"] == "backbone"}
+    assert set(backbone) == {("reference", "eager"), (auto, None)} | openvino
+    # what OpenVINO said it ran: f32 when asked, and a precision it names by default
+    assert e2e["openvino", "f32"]["precision"] == backbone["openvino", "f32"]["precision"] == "f32"
+    assert e2e["openvino", "default"]["precision"] in {"f32", "bf16", "f16"}
     assert main(["--backends", "nonsense"]) == 2

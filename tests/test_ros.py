@@ -303,7 +303,7 @@ def test_diagnostics_report_rates_drops_and_latency(node, camera):
 
 def test_bad_parameters_stop_the_node_at_start_with_a_clear_error(master):
     n = NodeProcess(master, name="loc_bad", image="/cam4/image_raw", device="tpu", max_age=-1, threads=1.5,
-                    dtype="float8")
+                    dtype="float8", backbone="tensorrt")
     try:
         n.proc.wait(120)
     finally:
@@ -311,7 +311,8 @@ def test_bad_parameters_stop_the_node_at_start_with_a_clear_error(master):
     text = n.output()
     assert n.proc.returncode != 0
     for problem in ("~checkpoint is required", "~device 'tpu' must be one of auto, cpu, cuda", "~max_age must be > 0",
-                    "~threads must be an integer", "~dtype 'float8' must be one of float32, float16, bfloat16"):
+                    "~threads must be an integer", "~dtype 'float8' must be one of float32, float16, bfloat16",
+                    "~backbone 'tensorrt' must be one of auto, onednn, torchscript"):
         assert problem in text, text[-2000:]
 
 

@@ -41,13 +41,20 @@ const Host& torch_host() {
   return host;
 }
 
-const OpPlace kCpu{c10::DeviceType::CPU, {at::kFloat, at::kDouble, at::kDouble}, "float32 and float64",
+// bfloat16 is a storage type here: the kernels compute in float32 (inputs widened on entry, outputs
+// rounded once on exit), so a bf16 model keeps fp32 accumulation and fp32's accuracy in these ops.
+const OpPlace kCpu{c10::DeviceType::CPU, {at::kFloat, at::kDouble, at::kBFloat16}, "float32, float64 and bfloat16",
                    "use backend='cuda' or 'triton' for GPU tensors"};
 
 // -- attention ------------------------------------------------------------------------------
 std::tuple<Tensor, Tensor> attention_cpu(const Tensor& feat, const Tensor& eh, const Tensor& weight,
                                          const Tensor& bias, double slope) {
   check_attention(feat, eh, weight, bias, kCpu);
+  if (feat.scalar_type() == at::kBFloat16) {
+    auto [out, alpha] = attention_cpu(feat.to(at::kFloat), eh.to(at::kFloat), weight.to(at::kFloat),
+                                      bias.to(at::kFloat), slope);
+    return {out.to(at::kBFloat16), alpha.to(at::kBFloat16)};
+  }
   auto dtype = feat.scalar_type();
   const int64_t C = feat.size(1);
   auto out = at::empty_like(feat);
@@ -133,9 +140,9 @@ class WeightCache {
     std::vector<const T*> wp, bp;
     for (size_t i = 0; i < ws.size(); ++i) {
       ks.push_back(ws[i].size(2));
-      held.push_back(ws[i].contiguous());
+      held.push_back(ws[i].to(c10::CppTypeToScalarType<T>::value).contiguous());
       wp.push_back(held.back().const_data_ptr<T>());
-      held.push_back(bs[i].contiguous());
+      held.push_back(bs[i].to(c10::CppTypeToScalarType<T>::value).contiguous());
       bp.push_back(held.back().const_data_ptr<T>());
     }
     return std::make_shared<const ConvLSTMWeights<T>>(D, hid, ks, wp, bp, torch_host());
@@ -150,9 +157,22 @@ WeightCache& weight_cache() {
   return cache;
 }
 
+std::tuple<Tensor, Tensor> convlstm_float(const Tensor& x, const Tensor& h, const Tensor& c, at::TensorList weights,
+                                          at::TensorList biases);
+
 std::tuple<Tensor, Tensor> convlstm_step_cpu(const Tensor& x, const Tensor& h, const Tensor& c,
                                              at::TensorList weights, at::TensorList biases) {
   check_convlstm(x, h, c, weights, biases, kCpu);
+  if (x.scalar_type() == at::kBFloat16) {  // the weight cache keys on the bf16 tensors, packs them in fp32
+    auto [h_new, c_new] = convlstm_float(x.to(at::kFloat), h.to(at::kFloat), c.to(at::kFloat), weights, biases);
+    return {h_new.to(at::kBFloat16), c_new.to(at::kBFloat16)};
+  }
+  return convlstm_float(x, h, c, weights, biases);
+}
+
+// float32 or float64 activations; the weights in the same dtype or, for bf16 activations, bf16
+std::tuple<Tensor, Tensor> convlstm_float(const Tensor& x, const Tensor& h, const Tensor& c, at::TensorList weights,
+                                          at::TensorList biases) {
   auto dtype = x.scalar_type();
   const int64_t D = x.size(1), hid = h.size(1);
   auto fmt = h.suggest_memory_format();

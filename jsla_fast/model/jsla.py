@@ -44,8 +44,13 @@ class LayerBranch(nn.Module):
     def forward(self, feat: torch.Tensor, h: torch.Tensor, backend=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F [B,C,h,w], h_{t-1}) -> (x_t [B,D,G,G], alpha [B,1,h,w])``."""
         out, alpha = self.attention(feat, h, backend)
-        if self.rescale:  # see JSLAConfig.attention_rescale
-            out = out * (out.shape[-2] * out.shape[-1])
+        scale = out.shape[-2] * out.shape[-1] if self.rescale else 1  # see JSLAConfig.attention_rescale
+        if out.shape[-2] >= self.grid[0] and out.shape[-1] >= self.grid[1]:
+            # area pooling and the 1x1 adapter are both linear and pooling weights sum to 1, so they
+            # commute; pooling first costs a quarter of the adapter's FLOPs on 3b (28x28 -> 14x14)
+            out = resize_to(out, self.grid)
+        if scale != 1:
+            out = out * scale
         return resize_to(self.adapter(out), self.grid), alpha
 
 

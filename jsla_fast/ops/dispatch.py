@@ -62,7 +62,7 @@ class Backend:
 _HALF = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("reference", ("cpu", "cuda"), "jsla_fast.ops.reference", dtypes=FLOAT_DTYPES),
-    Backend("cpp", ("cpu",), "jsla_fast.ops.extension"),
+    Backend("cpp", ("cpu",), "jsla_fast.ops.extension", dtypes=(torch.float32, torch.float64, torch.bfloat16)),
     Backend("cuda", ("cuda",), "jsla_fast.ops.extension", "cuda_unavailable_reason", _HALF),
     Backend("triton", ("cuda", "cpu"), "jsla_fast.ops.triton", dtypes=_HALF),
 )}

@@ -34,6 +34,7 @@ from ..checkpoint import read_checkpoint
 from ..model.registry import model_from_payload
 from ..data import rgb_tensor
 from ..plots import attention_picture
+from ..executors import NAMES as EXECUTOR_NAMES
 from ..runtime import Localizer
 from .camera_image import ImageError, decode_compressed, decode_image, encode_image
 from .latest_frame import LatestFrame
@@ -51,6 +52,7 @@ def read_params() -> dict:
         "device": rospy.get_param("~device", "auto"),
         "backend": rospy.get_param("~backend", "auto"),
         "dtype": rospy.get_param("~dtype", "float32"),
+        "backbone": rospy.get_param("~backbone", "auto"),
         "frame_id": rospy.get_param("~frame_id", "map"),
         "max_age": rospy.get_param("~max_age", 0.5),
         "compressed": rospy.get_param("~compressed", False),
@@ -75,6 +77,8 @@ def read_params() -> dict:
         problems.append(f"~device {p['device']!r} must be one of {', '.join(DEVICES)}")
     if p["dtype"] not in DTYPES:
         problems.append(f"~dtype {p['dtype']!r} must be one of {', '.join(DTYPES)}")
+    if p["backbone"] not in EXECUTOR_NAMES:
+        problems.append(f"~backbone {p['backbone']!r} must be one of {', '.join(EXECUTOR_NAMES)}")
     if not isinstance(p["frame_id"], str) or not p["frame_id"]:
         problems.append(f"~frame_id must be a non-empty string, got {p['frame_id']!r}")
     for key in ("compressed", "publish_attention"):
@@ -115,7 +119,7 @@ class LocalizeNode:
         payload = read_checkpoint(params["checkpoint"])  # read once: the model and its validation errors
         self.localizer = Localizer(model_from_payload(payload, params["checkpoint"]), params["device"],
                                    backend=params["backend"], threads=params["threads"] or None,
-                                   dtype=params["dtype"])
+                                   dtype=params["dtype"], backbone=params["backbone"])
         extra = payload.get("extra", {})
         sp, so, self.sigma_source = covariance_sigmas(extra, params["position_sigma"], params["orientation_sigma"])
         self.covariance = [sp * sp if i == j < 3 else so * so if i == j else 0.0 for i in range(6) for j in range(6)]
