@@ -3,7 +3,8 @@
     onednn       each conv + bias + ReLU one oneDNN primitive with its weights reordered once into
                  oneDNN's blocked layout, and each Inception block's three 1x1 convs on the same
                  input merged into one: no per-call weight reorder, no separate ReLU pass, one
-                 larger GEMM instead of three small ones (no extra dependency)
+                 larger GEMM instead of three small ones; the max pools on the C++ kernel
+                 (csrc/cpu/maxpool.cpp) when the extension is built (no extra dependency)
     torchscript  frozen TorchScript graph: what the Localizer used before; its oneDNN calls reorder
                  every conv's weights on every call and run ReLU as a separate pass
     inductor     torch.compile with freezing and the C++ wrapper: needs a C++ compiler at run time
@@ -30,6 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from .ops import onednn
+from .ops.onednn import PackedConv
 
 log = logging.getLogger("jsla_fast.executors")
 
@@ -120,29 +124,44 @@ def _float32_copy(module: nn.Module) -> nn.Module:
 
 
 class PackedConvReLU(nn.Module):
-    """``relu(conv(x) + b)`` as one oneDNN primitive (ReLU a post-op) on weights reordered once,
-    for inputs of ``input_size``, into oneDNN's blocked layout (what Inductor's freezing does)."""
+    """``relu(conv(x) + b)`` as one oneDNN primitive on weights packed once for ``input_size``
+    (:class:`jsla_fast.ops.onednn.PackedConv`)."""
 
     def __init__(self, conv: nn.Conv2d, input_size: tuple[int, ...], dtype: torch.dtype) -> None:
         super().__init__()
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise RuntimeError(f"onednn executor: conv with padding {conv.padding!r} ({conv.padding_mode})")
-        self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-        # plain attributes, not buffers: the packed weight is an opaque oneDNN tensor that .to(),
+        # a plain attribute, not parameters: the packed weight is an opaque oneDNN tensor that .to(),
         # state_dict and deepcopy must not touch
-        self.bias = None if conv.bias is None else conv.bias.detach().to(dtype)
-        self.packed = torch.ops.mkldnn._reorder_convolution_weight(conv.weight.detach().to(dtype), *self.args,
-                                                                   list(input_size))
+        self.conv = PackedConv(conv.weight.to(dtype), None if conv.bias is None else conv.bias.to(dtype),
+                               conv.padding, conv.stride, conv.dilation, conv.groups, input_size, relu=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, *self.args, "relu", [], "")
+        return self.conv(x)
 
-    def __deepcopy__(self, memo: dict) -> PackedConvReLU:
-        # an opaque oneDNN tensor cannot be deep-copied; nothing writes to it, so copies share it
-        new = object.__new__(type(self))
-        memo[id(self)] = new
-        new.__dict__ = {k: v if k == "packed" else copy.deepcopy(v, memo) for k, v in self.__dict__.items()}
-        return new
+
+class MaxPool(nn.Module):
+    """An ``nn.MaxPool2d`` (dilation 1, no indices) on the C++ kernel ``torch.ops.jsla.max_pool2d``
+    (csrc/cpu/maxpool.cpp, 3x torch's channels-last pool): the same values, channels-last out."""
+
+    def __init__(self, pool: nn.MaxPool2d) -> None:
+        super().__init__()
+        pair = lambda v: list(v) if isinstance(v, (tuple, list)) else [v, v]  # noqa: E731
+        self.args = (pair(pool.kernel_size), pair(pool.stride or pool.kernel_size), pair(pool.padding),
+                     bool(pool.ceil_mode))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.jsla.max_pool2d(x, *self.args)
+
+
+def _pool(pool: nn.Module) -> nn.Module:
+    """``pool`` on the C++ kernel where that computes the same thing, else as it is."""
+    from .ops.extension import unavailable_reason
+
+    if (isinstance(pool, nn.MaxPool2d) and unavailable_reason() is None and not pool.return_indices
+            and pool.dilation in (1, (1, 1))):
+        return MaxPool(pool)
+    return pool
 
 
 def _packed(basic: nn.Module, input_size, dtype) -> PackedConvReLU:
@@ -172,7 +191,7 @@ class PackedInception(nn.Module):
         mid = lambda c: (input_size[0], c, *input_size[2:])  # noqa: E731
         self.conv2 = _packed(block.branch2[1], mid(self.split[1]), dtype)
         self.conv3 = _packed(block.branch3[1], mid(self.split[2]), dtype)
-        self.pool = block.branch4[0]
+        self.pool = _pool(block.branch4[0])
         self.proj = _packed(block.branch4[1], input_size, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,35 +224,9 @@ def onednn_backbone(backbone: nn.Module, example: torch.Tensor) -> nn.Module:
             setattr(backbone, name, PackedInception(child, sizes[child], example.dtype))
         elif isinstance(child, BasicConv2d):
             setattr(backbone, name, _packed(child, sizes[child], example.dtype))
+        elif isinstance(child, nn.MaxPool2d):
+            setattr(backbone, name, _pool(child))
     return backbone
-
-
-def _onednn_missing() -> str | None:
-    if not torch.backends.mkldnn.is_available():
-        return "this torch build has no oneDNN (torch.backends.mkldnn.is_available() is False)"
-    if torch.ops.mkldnn._is_mkldnn_acl_supported():
-        return "oneDNN runs on Arm Compute Library here, which has no fused conv + ReLU primitive"
-    return None
-
-
-def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo (None where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return None
-
-
-def native_bfloat16() -> str | None:
-    """None when this CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16), else why not."""
-    flags = cpu_flags()
-    if flags is None:
-        return "cannot read /proc/cpuinfo to check for AVX512_BF16 or AMX-BF16"
-    if flags & {"avx512_bf16", "amx_bf16"}:
-        return None
-    return ("this CPU has neither AVX512_BF16 nor AMX-BF16, so bfloat16 would be emulated and slower "
-            "than float32; use dtype='float32'")
 
 
 def _openvino_missing() -> str | None:
@@ -262,7 +255,7 @@ def _openvino(backbone: nn.Module, example: torch.Tensor) -> nn.Module:
 
 
 EXECUTORS: dict[str, Executor] = {e.name: e for e in (
-    Executor("onednn", onednn_backbone, _onednn_missing),
+    Executor("onednn", onednn_backbone, onednn.unavailable_reason),
     Executor("torchscript", FrozenBackbone),
     Executor("inductor", InductorBackbone, _compiler_missing),
     Executor("openvino", _openvino, _openvino_missing),

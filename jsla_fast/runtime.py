@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .executors import native_bfloat16, resolve_executor
+from .executors import resolve_executor
+from .ops.onednn import native_bfloat16
 from .ops import resolve
 from .model.registry import load_checkpoint
 from .model.base import Model

@@ -15,6 +15,7 @@ from jsla_fast.ops import AUTO_ORDER, BackendUnavailable, available, resolve, wh
 from jsla_fast.model.jsla import gather_attention
 from jsla_fast.normalization import Normalization
 from jsla_fast import executors
+from jsla_fast.ops import onednn
 from jsla_fast.executors import EXECUTORS, PackedConvReLU, PackedInception, onednn_backbone, resolve_executor
 from jsla_fast.runtime import Localizer
 
@@ -220,7 +221,9 @@ def test_onednn_executor_packs_every_conv_and_merges_the_1x1s(images, seed):
     convs = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     # three 1x1 convs per block become one
     assert len(blocks) == len(model.backbone.blocks) and len(packed) == len(convs) - 2 * len(blocks)
-    assert not [m for m in loc.model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert not [m for m in loc.model.backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d))]
+    pools = [m for m in model.backbone.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len([m for m in loc.model.backbone.modules() if isinstance(m, executors.MaxPool)]) == len(pools) == 13
     copy.deepcopy(loc.model).to(torch.float32)  # the packed weights are no parameters: .to/deepcopy work
     with pytest.raises(RuntimeError, match=r"fold the BatchNorm layers first \(model.fuse\(\)\)"):
         onednn_backbone(copy.deepcopy(model).backbone, images[:1])
@@ -235,7 +238,7 @@ def test_backbone_executor_errors(monkeypatch, images, seed):
     monkeypatch.setattr(executors.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match=r"'openvino' cannot run here: OpenVINO is not installed \(pip install"):
         Localizer(copy.deepcopy(model), backbone="openvino")
-    monkeypatch.setattr(executors, "cpu_flags", lambda: {"avx512f", "fma"})
+    monkeypatch.setattr(onednn, "cpu_flags", lambda: {"avx512f", "fma"})
     with pytest.raises(ValueError, match="neither AVX512_BF16 nor AMX-BF16.*use dtype='float32'"):
         Localizer(copy.deepcopy(model), dtype="bfloat16")
     Localizer(copy.deepcopy(model), dtype="float32")  # float32 needs neither

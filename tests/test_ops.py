@@ -138,6 +138,8 @@ BF16_RTOL = 2 ** -8
 
 @pytest.mark.parametrize("name", BF16_CPU)
 def test_bfloat16_ops_are_float32_math_rounded_once(name, seed):
+    """The kernels themselves: on a CPU with AMX the op entry sends a bf16 ConvLSTM step at
+    inference to oneDNN instead (the next test), so the step's kernel is called directly here."""
     fused = backend(name)
     gen = torch.Generator().manual_seed(seed)
     for c, h, w, k in ATTENTION_CASES:
@@ -152,11 +154,47 @@ def test_bfloat16_ops_are_float32_math_rounded_once(name, seed):
         want_h, want_c = convlstm_step_reference(x.double(), hh.double(), cc.double(), [t.double() for t in ws],
                                                  [t.double() for t in bs])
         for _ in range(2):  # the second call takes the packed weights from the cache
-            got_h, got_c = fused.convlstm_step(laid_out(x, "channels_last"), hh, cc, ws, bs)
+            got_h, got_c = torch.ops.jsla.convlstm_step(laid_out(x, "channels_last"), hh, cc, ws, bs)
             assert got_h.dtype == got_c.dtype == torch.bfloat16
             atol = convlstm_atol(x.float(), hh.float(), [t.float() for t in ws], [t.float() for t in bs])
             torch.testing.assert_close(got_h.double(), want_h, rtol=BF16_RTOL, atol=atol)
             torch.testing.assert_close(got_c.double(), want_c, rtol=BF16_RTOL, atol=atol)
+
+
+def test_bfloat16_convlstm_on_onednn_rounds_the_gates_once_more(monkeypatch, seed):
+    """ops/onednn.py: oneDNN writes the gate pre-activations z in bf16 (one more rounding than the
+    kernel: |dz| <= 2^-8 max|z|, plus float32 accumulation), then the update runs in float32 and
+    rounds once. Propagated with sigma' <= 1/4, tanh' <= 1: |dc'| <= dz (max|c| / 4 + 1/4 + 1),
+    |dh'| <= dz / 4 + |dc'|. The op entry takes this path exactly when it should."""
+    from jsla_fast.ops import extension, onednn
+
+    def check(x, hh, cc, ws, bs):
+        want_h, want_c = convlstm_step_reference(x.double(), hh.double(), cc.double(), [t.double() for t in ws],
+                                                 [t.double() for t in bs])
+        z_max = convlstm_atol(x.float(), hh.float(), [t.float() for t in ws], [t.float() for t in bs]) / 1e-5
+        dz = (2 ** -8 + 1e-5) * z_max
+        c_atol = dz * (float(cc.abs().max()) / 4 + 1.25)
+        got_h, got_c = onednn.convlstm_step(x, hh, cc, ws, bs)
+        assert got_h.dtype == got_c.dtype == torch.bfloat16 and got_h.shape == hh.shape
+        torch.testing.assert_close(got_c.double(), want_c, rtol=BF16_RTOL, atol=c_atol)
+        torch.testing.assert_close(got_h.double(), want_h, rtol=BF16_RTOL, atol=dz / 4 + c_atol)
+
+    gen = torch.Generator().manual_seed(seed)
+    for d, hid, h, w, kernels in CONVLSTM_CASES:
+        x, hh, cc, ws, bs = convlstm_inputs(2, d, hid, h, w, kernels, torch.bfloat16, gen)
+        check(x, hh, cc, ws, bs)
+        check(x, hh, cc, ws, bs)  # the packed weights from the cache
+    with torch.no_grad():  # an in-place update bumps the version: repacked
+        ws[0].mul_(-2)
+    check(x, hh, cc, ws, bs)
+    # dispatch: oneDNN on AMX at inference; the kernel without AMX or when autograd needs it
+    kernel = torch.ops.jsla.convlstm_step(x, hh, cc, ws, bs)
+    on_onednn = onednn.convlstm_step(x, hh, cc, ws, bs)
+    for amx, grad, want in ((True, False, on_onednn), (False, False, kernel), (True, True, kernel)):
+        monkeypatch.setattr(onednn, "amx_convlstm", lambda amx=amx: amx)
+        leaves = [t.detach().requires_grad_(grad) for t in ws]
+        got = extension.convlstm_step(x, hh, cc, leaves, bs)
+        torch.testing.assert_close([t.detach() for t in got], list(want), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
@@ -342,3 +380,33 @@ def test_the_same_bad_input_raises_the_same_error_on_every_backend(seed):
             # the dtype message names the backend's own dtype list after the ';'
             errors[name] = (type(info.value), text.split(";")[0] if case == "int64" else text)
         assert len(set(errors.values())) == 1, (case, errors)
+
+
+def test_cpp_max_pool_equals_torch(seed):
+    """torch.ops.jsla.max_pool2d (the onednn backbone executor's pools) gives F.max_pool2d's values
+    exactly, NaNs included, for any input layout, and rejects what it does not do."""
+    assert why_unavailable("cpp") is None, why_unavailable("cpp")
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    cases = [((1, 64, 112, 112), 3, 2, 0), ((1, 192, 28, 28), 3, 1, 1), ((1, 832, 14, 14), 2, 2, 0)]
+    cases += [((rng.randint(1, 3), rng.randint(1, 40), rng.randint(1, 12), rng.randint(1, 12)), k, rng.randint(1, 3),
+               rng.randint(0, k // 2)) for k in (1, 2, 3, 4, 5) for _ in range(3)]
+    for shape, k, stride, pad in cases:
+        if min(shape[2:]) + 2 * pad < k:
+            continue
+        for dtype in (torch.float32, torch.bfloat16, torch.float64):
+            x = torch.randn(shape, generator=gen).to(dtype)
+            x.view(-1)[:: rng.randint(5, 50)] = float("nan")
+            for ceil in (True, False):
+                want = F.max_pool2d(x, k, stride, pad, ceil_mode=ceil)
+                for layout in LAYOUTS:
+                    got = torch.ops.jsla.max_pool2d(laid_out(x, layout), [k, k], [stride, stride], [pad, pad], ceil)
+                    assert got.is_contiguous(memory_format=torch.channels_last)
+                    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    x = torch.randn(1, 3, 5, 5)
+    with pytest.raises(RuntimeError, match="padding at most half the kernel"):
+        torch.ops.jsla.max_pool2d(x, [3, 3], [1, 1], [2, 2], True)
+    with pytest.raises(RuntimeError, match="x has dtype Half; the CPU implementation supports float32"):
+        torch.ops.jsla.max_pool2d(x.half(), [3, 3], [1, 1], [1, 1], True)
+    with pytest.raises(RuntimeError, match="is smaller than the kernel"):
+        torch.ops.jsla.max_pool2d(torch.randn(1, 3, 2, 2), [5, 5], [1, 1], [1, 1], True)

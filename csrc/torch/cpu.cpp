@@ -11,6 +11,7 @@
 
 #include "cpu/attention.h"
 #include "cpu/convlstm.h"
+#include "cpu/maxpool.h"
 #include "torch/checks.h"
 
 namespace jsla {
@@ -190,10 +191,53 @@ std::tuple<Tensor, Tensor> convlstm_float(const Tensor& x, const Tensor& h, cons
   return {h_out, c_out};
 }
 
+// torch's pooling output size (aten/src/ATen/native/Pool.h): with ceil_mode the last window must
+// start inside the input or its left padding.
+int64_t pooled_size(int64_t in, int64_t k, int64_t pad, int64_t stride, bool ceil_mode) {
+  int64_t out = (in + 2 * pad - k + (ceil_mode ? stride - 1 : 0)) / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+Tensor max_pool2d_cpu(const Tensor& x, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+                      bool ceil_mode) {
+  TORCH_CHECK(x.dim() == 4, "jsla::max_pool2d: x must be [B,C,H,W], got ", x.sizes());
+  TORCH_CHECK(x.device().is_cpu(), "jsla::max_pool2d: x is on ", x.device(), "; this runs on CPU tensors");
+  auto dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16, "jsla::max_pool2d: x has dtype ",
+              dtype, "; the CPU implementation supports float32, float64 and bfloat16");
+  TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2,
+              "jsla::max_pool2d: kernel, stride and padding take two values each (h, w)");
+  for (int i = 0; i < 2; ++i) {
+    TORCH_CHECK(kernel[i] > 0 && stride[i] > 0 && padding[i] >= 0 && 2 * padding[i] <= kernel[i],
+                "jsla::max_pool2d: kernel ", kernel, ", stride ", stride, ", padding ", padding,
+                ": kernel and stride must be positive and padding at most half the kernel");
+    TORCH_CHECK(x.size(2 + i) + 2 * padding[i] >= kernel[i], "jsla::max_pool2d: input ", x.sizes(),
+                " is smaller than the kernel ", kernel, " with padding ", padding);
+  }
+  PoolShape shape{x.size(0), x.size(1), x.size(2), x.size(3),
+                  pooled_size(x.size(2), kernel[0], padding[0], stride[0], ceil_mode),
+                  pooled_size(x.size(3), kernel[1], padding[1], stride[1], ceil_mode),
+                  kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
+  auto in = x.contiguous(at::MemoryFormat::ChannelsLast);
+  auto y = at::empty({shape.batch, shape.channels, shape.out_height, shape.out_width},
+                     x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (dtype == at::kBFloat16) {
+    max_pool2d_nhwc<uint16_t>(shape, reinterpret_cast<const uint16_t*>(in.const_data_ptr<at::BFloat16>()),
+                              reinterpret_cast<uint16_t*>(y.mutable_data_ptr<at::BFloat16>()), torch_host());
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "jsla_max_pool2d", [&] {
+      max_pool2d_nhwc<scalar_t>(shape, in.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), torch_host());
+    });
+  }
+  return y;
+}
+
 }  // namespace
 }  // namespace jsla
 
 TORCH_LIBRARY_IMPL(jsla, CPU, m) {
+  m.impl("max_pool2d", &jsla::max_pool2d_cpu);
   m.impl("attention", &jsla::attention_cpu);
   m.impl("convlstm_step", &jsla::convlstm_step_cpu);
 }

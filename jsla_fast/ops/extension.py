@@ -3,7 +3,8 @@ when it was built with CUDA, CUDA kernels on the same ops (backend ``cuda``: the
 by the tensors' device). Registers the ops' fake kernels (shapes for torch.compile / export) and
 autograd formulas once, for both.
 
-The package imports without the extension; :func:`unavailable_reason` and
+On a CPU with AMX, the bfloat16 ConvLSTM step at inference runs on oneDNN instead
+(:mod:`jsla_fast.ops.onednn`). The package imports without the extension; :func:`unavailable_reason` and
 :func:`cuda_unavailable_reason` then say why and how to build it, and asking for the backend
 raises that message.
 """
@@ -13,6 +14,7 @@ import importlib
 
 import torch
 
+from . import onednn
 from .backward import register_autograd
 
 _BUILD_HINT = ("build it with `pip install --no-build-isolation -e .` (or `python setup.py build_ext --inplace`) "
@@ -54,6 +56,9 @@ def attention(feat, eh, weight, bias, slope):
 
 
 def convlstm_step(x, h, c, weights, biases):
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and onednn.amx_convlstm() and not (
+            torch.is_grad_enabled() and any(t.requires_grad for t in (x, h, c, *weights, *biases))):
+        return onednn.convlstm_step(x, h, c, weights, biases)  # inference in bf16 on AMX: see ops/onednn.py
     return torch.ops.jsla.convlstm_step(x, h, c, list(weights), list(biases))
 
 
@@ -65,6 +70,14 @@ def _register() -> None:
     @torch.library.register_fake("jsla::convlstm_step")
     def _(x, h, c, weights, biases):
         return torch.empty_like(h), torch.empty_like(h)
+
+    @torch.library.register_fake("jsla::max_pool2d")
+    def _(x, kernel, stride, padding, ceil_mode):
+        size = [((n + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1) for n, k, s, p in
+                zip(x.shape[2:], kernel, stride, padding)]
+        size = [o - 1 if ceil_mode and (o - 1) * s >= n + p else o for o, n, s, p in
+                zip(size, x.shape[2:], stride, padding)]
+        return x.new_empty(x.shape[0], x.shape[1], *size).contiguous(memory_format=torch.channels_last)
 
     register_autograd("jsla::attention", "jsla::convlstm_step")
 

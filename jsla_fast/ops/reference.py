@@ -34,8 +34,13 @@ def convlstm_step_reference(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
     ``c' = sigma(f) c + sigma(i) tanh(g)``, ``h' = sigma(o) tanh(c')``.
     """
     xh = torch.cat([x, h], dim=1)
-    gates = [F.conv2d(xh, w, b, padding=w.shape[-1] // 2).chunk(4, dim=1) for w, b in zip(weights, biases)]
-    i, f, g, o = (torch.cat([branch[j] for branch in gates], dim=1) for j in range(4))
+    return lstm_update([F.conv2d(xh, w, b, padding=w.shape[-1] // 2) for w, b in zip(weights, biases)], c)
+
+
+def lstm_update(gates: Sequence[torch.Tensor], c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LSTM update from each branch's gate pre-activations ``gates[b] [B,4n,H,W]`` (i, f, g, o)."""
+    chunks = [g.chunk(4, dim=1) for g in gates]
+    i, f, g, o = (torch.cat([branch[j] for branch in chunks], dim=1) for j in range(4))
     c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h_next = torch.sigmoid(o) * torch.tanh(c_next)
     return h_next, c_next
