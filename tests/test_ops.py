@@ -143,7 +143,7 @@ def test_bfloat16_ops_are_float32_math_rounded_once(name, seed):
     fused = backend(name)
     gen = torch.Generator().manual_seed(seed)
     for c, h, w, k in ATTENTION_CASES:
-        feat, eh, weight, bias = attention_inputs(1, c, h, w, k, torch.bfloat16, gen)
+        feat, eh, weight, bias = attention_inputs(3, c, h, w, k, torch.bfloat16, gen)  # one sample at a time
         want_o, want_a = attention_reference(feat.double(), eh.double(), weight.double(), bias.double(), 0.01)
         got_o, got_a = fused.attention(feat, eh, weight, bias, 0.01)
         assert got_o.dtype == got_a.dtype == torch.bfloat16
