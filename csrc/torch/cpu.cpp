@@ -215,7 +215,8 @@ std::tuple<Tensor, Tensor> convlstm_float(const Tensor& x, const Tensor& h, cons
 // torch's pooling output size (aten/src/ATen/native/Pool.h): with ceil_mode the last window must
 // start inside the input or its left padding.
 int64_t pooled_size(int64_t in, int64_t k, int64_t pad, int64_t stride, bool ceil_mode) {
-  int64_t out = (in + 2 * pad - k + (ceil_mode ? stride - 1 : 0)) / stride + 1;
+  const int64_t span = in + 2 * pad - k + (ceil_mode ? stride - 1 : 0);
+  int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;  // floor division
   if (ceil_mode && (out - 1) * stride >= in + pad) --out;
   return out;
 }
@@ -233,13 +234,15 @@ Tensor max_pool2d_cpu(const Tensor& x, at::IntArrayRef kernel, at::IntArrayRef s
     TORCH_CHECK(kernel[i] > 0 && stride[i] > 0 && padding[i] >= 0 && 2 * padding[i] <= kernel[i],
                 "jsla::max_pool2d: kernel ", kernel, ", stride ", stride, ", padding ", padding,
                 ": kernel and stride must be positive and padding at most half the kernel");
-    TORCH_CHECK(x.size(2 + i) + 2 * padding[i] >= kernel[i], "jsla::max_pool2d: input ", x.sizes(),
-                " is smaller than the kernel ", kernel, " with padding ", padding);
   }
   PoolShape shape{x.size(0), x.size(1), x.size(2), x.size(3),
                   pooled_size(x.size(2), kernel[0], padding[0], stride[0], ceil_mode),
                   pooled_size(x.size(3), kernel[1], padding[1], stride[1], ceil_mode),
                   kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
+  // torch's rule: an output of at least 1 x 1 (windows may hang over the input's end)
+  TORCH_CHECK(shape.out_height > 0 && shape.out_width > 0, "jsla::max_pool2d: input ", x.sizes(),
+              " is too small for kernel ", kernel, ", stride ", stride, ", padding ", padding, " (output ",
+              shape.out_height, "x", shape.out_width, ")");
   auto in = x.contiguous(at::MemoryFormat::ChannelsLast);
   auto y = at::empty({shape.batch, shape.channels, shape.out_height, shape.out_width},
                      x.options().memory_format(at::MemoryFormat::ChannelsLast));

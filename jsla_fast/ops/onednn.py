@@ -7,6 +7,11 @@ bias and an optional ReLU as one primitive. Two users: the ``onednn`` backbone e
 (:mod:`jsla_fast.executors`) and the ``cpp`` backend's bfloat16 ConvLSTM step on CPUs with AMX
 (:func:`convlstm_step`), where oneDNN's direct AMX convolution beats the C++ Winograd kernel, whose
 arithmetic is float32 (docs/PERFORMANCE.md, "bfloat16").
+
+Cost of that step at the model's shape (D=128, hid=96, 14x14, k = 1, 3, 5, 7): 709 MFLOP of direct
+convolution, 0.35 ms at the ~2 TFLOP/s AMX bf16 matmul peak of 2 Xeon cores, the 3.6 MB of bf16
+weights 0.1 ms at 34 GB/s; measured 0.59 ms for the four convolutions, 0.97 ms for the whole step
+with the gate update (the C++ kernel: 1.6 ms).
 """
 from __future__ import annotations
 
