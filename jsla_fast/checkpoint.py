@@ -10,6 +10,8 @@ refuses any pickle that would construct arbitrary objects or run code.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,14 @@ import torch
 
 from .atomic import atomic_write
 from .config import ConfigError, JSLAConfig
-from .normalization import Normalization
+from .normalization import Normalization, default_normalization
+
+log = logging.getLogger("jsla_fast.checkpoint")
 
 FORMAT = "jsla_fast.checkpoint"
-VERSION = 1
+#: 2: a SHA-256 of everything in the file (``checksum``), checked on every read; files of version 1
+#: (no checksum) still load, with a warning
+VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -36,21 +42,56 @@ def save_checkpoint(model, path: str | Path, *, normalization: Normalization | N
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (any :class:`jsla_fast.model.base.Model`) to ``path`` atomically.
 
-    ``normalization`` defaults to ``model.normalization``; ``extra`` holds further plain data
-    (tensors, numbers, strings, lists, dicts), e.g. training state.
+    ``normalization`` (the input preprocessing) defaults to ``model.normalization`` and, when the
+    model has none (built or trained outside ``jsla_fast.train``), to
+    :func:`jsla_fast.normalization.default_normalization` (the paper's test time, ImageNet's mean),
+    which is then stored and logged. ``extra`` holds further plain data (tensors, numbers,
+    strings, lists, dicts), e.g. training state. A checksum of it all is stored with it.
     """
     path = Path(path)
     norm = normalization if normalization is not None else model.normalization
+    if norm is None:
+        norm = default_normalization()
+        log.info("%s: the model records no preprocessing; saved with the default: %s", path, norm.describe())
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "model": model.kind,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "normalization": None if norm is None else norm.to_dict(),
+        "normalization": norm.to_dict(),
         "extra": extra or {},
     }
+    payload["checksum"] = checksum(payload)
     return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 over everything in a payload but its ``checksum``: keys, plain values and tensors'
+    dtypes, shapes and bytes, in a fixed order (a damaged byte anywhere in the data changes it)."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for k in sorted(value, key=str):
+                digest.update(repr(k).encode())
+                feed(value[k])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for v in value:
+                feed(v)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed({k: v for k, v in payload.items() if k != "checksum"})
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -79,6 +120,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(path, f"missing or malformed {key!r}")
+    if version < 2:
+        log.warning("%s: format version %s carries no checksum, so damage to its bytes cannot be detected; "
+                    "re-save it with jsla_fast.save_checkpoint", path, version)
+    elif payload.get("checksum") != checksum(payload):
+        raise CheckpointError(path, "damaged: its contents do not match the checksum stored when it was saved "
+                                    "(a changed byte, a bad copy or disk); do not deploy it, copy it again or "
+                                    "re-save it from the original")
     return payload
 
 
@@ -105,8 +153,12 @@ def load_weights(model, payload: dict[str, Any], path: str | Path) -> None:
         raise CheckpointError(path, f"weights do not match the config: missing {missing[:3]}, "
                                     f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
     model.load_state_dict(state)
-    if payload.get("normalization") is not None:
-        try:
-            model.normalization = Normalization.from_dict(payload["normalization"])
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise CheckpointError(path, f"malformed normalization: {e}") from None
+    if payload.get("normalization") is None:  # only files older than save_checkpoint's default
+        model.normalization = default_normalization()
+        log.warning("%s records no input preprocessing; using the default: %s", path,
+                    model.normalization.describe())
+        return
+    try:
+        model.normalization = Normalization.from_dict(payload["normalization"])
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(path, f"malformed normalization: {e}") from None

@@ -38,7 +38,7 @@ from .ops import resolve
 from .model.registry import load_checkpoint
 from .model.base import Model
 from .model.jsla import gather_attention
-from .normalization import preprocessing
+from .normalization import default_normalization, preprocessing
 
 log = logging.getLogger("jsla_fast.runtime")
 
@@ -120,16 +120,21 @@ class Localizer:
     ``optimize``).
     ``backbone``: on CPU with ``optimize``, who runs the backbone (:data:`jsla_fast.executors.NAMES`);
     ``self.executor`` says which one did.
+    ``check``: run one frame at construction, so a model that cannot run (its preprocessing, its
+    shapes, the backend) raises here with the cause, before any camera frame arrives.
     """
 
     def __init__(self, source: str | Path | Model, device: str | torch.device = "cpu", backend: str = "auto",
                  threads: int | None = None, optimize: bool = True, channels_last: bool = True,
                  dtype: torch.dtype | str | None = None, cuda_graph: bool | None = None,
-                 backbone: str = "auto") -> None:
+                 backbone: str = "auto", check: bool = True) -> None:
         self.device = torch.device(device)
         if threads:
             torch.set_num_threads(threads)
         model = source if isinstance(source, nn.Module) else load_checkpoint(source, map_location=self.device)
+        if getattr(model, "normalization", None) is None:  # built in Python: what save_checkpoint would store
+            model.normalization = default_normalization()
+            log.info("the model records no preprocessing; using the default: %s", model.normalization.describe())
         # frozen parameters: no autograd bookkeeping, and the fused ops may cache packed weights
         model = model.to(self.device).eval().requires_grad_(False)
         self.dtype = next(model.parameters()).dtype if dtype is None else _dtype(dtype)
@@ -159,6 +164,27 @@ class Localizer:
         self.cuda_graph = cuda_graph
         self.graphs: dict[tuple[int, ...], GraphedForward] = {}
         self.model = model
+        if check:
+            self._check_runs(source)
+
+    #: the frame of the start-up check for a preprocessing that keeps the camera's aspect (VGA)
+    CHECK_FRAME = (480, 640)
+
+    def _check_runs(self, source) -> None:
+        """One frame through the real runtime, preprocessing included (on CUDA this also captures
+        the graph), so a model that cannot run fails here, once, instead of at every camera frame."""
+        what = f"the {type(source).__name__} model" if isinstance(source, nn.Module) else f"checkpoint {source}"
+        try:
+            norm = preprocessing(self.model)
+            if norm.size is not None:
+                hw = norm.size
+            elif norm.shorter is not None:
+                hw = self.CHECK_FRAME
+            else:
+                hw = (norm.crop or 224, norm.crop or 224)
+            self.localize(torch.full((3, *hw), 0.5, device=self.device))
+        except Exception as e:
+            raise RuntimeError(f"{what} cannot run ({type(e).__name__}: {e}); nothing was started") from e
 
     def _example(self, model) -> torch.Tensor:
         size = preprocessing(model).crop if model.normalization is not None else 224
@@ -199,4 +225,5 @@ class Localizer:
 def localize(model: Model, image: torch.Tensor, device: torch.device | str = "cpu") -> Localization:
     """One image through ``model`` as it is (no folding, its own backend): ``evaluate``'s overlays
     and the demo. ``image``: RGB ``[3,H,W]`` float in [0, 1], any size."""
-    return Localizer(model, device, backend=model.backend, optimize=False, channels_last=False).localize(image)
+    return Localizer(model, device, backend=model.backend, optimize=False, channels_last=False,
+                     check=False).localize(image)

@@ -85,8 +85,10 @@ def test_missing_and_foreign_files_are_explained(tmp_path, saved):
 
 
 def edit(path: Path, change) -> Path:
+    """A deliberate change to a saved payload, re-stamped with its checksum (not damage)."""
     payload = torch.load(path, weights_only=True)
     change(payload)
+    payload["checksum"] = ckpt.checksum(payload)
     torch.save(payload, path)
     return path
 
@@ -140,7 +142,68 @@ def test_checkpoints_from_before_attention_rescale_keep_the_papers_o(tmp_path):
     path = save_checkpoint(model, tmp_path / "new.pt")
     assert load_checkpoint(path).config.attention_rescale
     payload = torch.load(path, weights_only=True)
-    del payload["config"]["attention_rescale"]  # as written before the field existed
+    del payload["config"]["attention_rescale"]  # as written before the field existed (format 1)
+    payload["version"] = 1
+    del payload["checksum"]
     torch.save(payload, tmp_path / "old.pt")
     old = load_checkpoint(tmp_path / "old.pt")
     assert not old.config.attention_rescale and not old.branches[0].rescale
+
+
+def test_a_damaged_byte_is_refused_naming_the_file(saved):
+    """One byte flipped a third of the way into the file: the weights' bytes no longer match the
+    checksum stored at saving (or the pickle around them no longer parses)."""
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    damaged = path.with_name("damaged.pt")
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged: its contents do not match the checksum") as info:
+        load_checkpoint(damaged)
+    assert str(damaged) in str(info.value)
+    load_checkpoint(path)  # the original still loads
+
+
+def test_files_without_a_checksum_load_with_a_warning(saved, tmp_path, caplog):
+    model, path = saved
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 1  # what save_checkpoint wrote before format 2
+    del payload["checksum"]
+    torch.save(payload, tmp_path / "v1.pt")
+    with caplog.at_level("WARNING", logger="jsla_fast.checkpoint"):
+        loaded = load_checkpoint(tmp_path / "v1.pt")
+    assert "format version 1 carries no checksum" in caplog.text and str(tmp_path / "v1.pt") in caplog.text
+    x = torch.randn(1, 3, 224, 224)
+    assert torch.equal(loaded(x).pose, model(x).pose)
+
+
+def test_a_model_without_preprocessing_is_saved_with_the_documented_default(tmp_path, caplog):
+    from jsla_fast.normalization import DEFAULT_CROP, DEFAULT_MEAN, DEFAULT_SHORTER
+
+    model = JSLA(JSLAConfig(task="pose")).eval()
+    assert model.normalization is None  # built in Python, trained with one's own loop
+    with caplog.at_level("INFO", logger="jsla_fast.checkpoint"):
+        path = save_checkpoint(model, tmp_path / "m.pt")
+    assert "saved with the default: shorter side to 256, per-channel mean (0.485, 0.456, 0.406)" in caplog.text
+    norm = load_checkpoint(path).normalization
+    assert norm.shorter == DEFAULT_SHORTER and norm.crop == DEFAULT_CROP and norm.size is None and norm.std is None
+    assert norm.mean.flatten().tolist() == pytest.approx(DEFAULT_MEAN)
+    # any camera: the shorter side to 256 (aspect kept), then the centre 224 crop
+    image = torch.rand(3, 480, 640)
+    prepared = norm.prepare(image)
+    assert prepared.shape == (3, 224, 224)
+    from jsla_fast.normalization import centre_crop, resize_image
+
+    want = centre_crop(resize_image(image, (256, 341)) - torch.tensor(DEFAULT_MEAN).view(3, 1, 1), 224)
+    torch.testing.assert_close(prepared, want, rtol=0, atol=0)
+    # an explicit normalisation wins and round-trips
+    mine = Normalization(torch.full((3, 1, 1), 0.5), torch.full((3, 1, 1), 0.25), shorter=128, crop=112)
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "mine.pt", normalization=mine)).normalization
+    assert (loaded.shorter, loaded.crop) == (128, 112) and torch.equal(loaded.std, mine.std)
+    # a file written before the default existed (no normalisation) gets it on loading, with a warning
+    edit(path, lambda p: p.update(normalization=None))
+    with caplog.at_level("WARNING", logger="jsla_fast.checkpoint"):
+        assert load_checkpoint(path).normalization.shorter == DEFAULT_SHORTER
+    assert "records no input preprocessing; using the default" in caplog.text
+    with pytest.raises(ValueError, match="'shorter' .* needs size None and a per-channel mean"):
+        Normalization(torch.rand(3, 8, 8), size=(8, 8), shorter=128)

@@ -316,6 +316,65 @@ def test_bad_parameters_stop_the_node_at_start_with_a_clear_error(master):
         assert problem in text, text[-2000:]
 
 
+def test_a_model_saved_from_python_runs_the_same_in_predict_the_localizer_and_the_node(tmp_path, master, ros, seed):
+    """Built in Python (as with one's own training loop) and saved with save_checkpoint, without
+    any preprocessing: the documented default makes it deployable everywhere, with one pose."""
+    import rospy
+    import torch
+    from geometry_msgs.msg import PoseStamped
+    from PIL import Image as PILImage
+    from sensor_msgs.msg import Image
+
+    from jsla_fast import JSLA, JSLAConfig, save_checkpoint
+    from jsla_fast.runtime import Localizer
+
+    torch.manual_seed(seed)
+    path = save_checkpoint(JSLA(JSLAConfig(task="pose")).eval(), tmp_path / "mine.pt")
+    rgb = frames(1, seed)[0]
+    PILImage.fromarray(rgb).save(tmp_path / "frame.png")
+    out = subprocess.run([sys.executable, "-m", "jsla_fast.predict", "--checkpoint", str(path), str(tmp_path / "frame.png")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    predicted = json.loads(out.stdout.splitlines()[0])
+    mine = Localizer(path).localize(rgb_tensor(rgb)).pose
+    np.testing.assert_allclose(mine[:3], predicted["position"], atol=1e-5)
+    with NodeProcess(master, name="loc_mine", image="/cam6/image_raw", checkpoint=str(path)) as n:
+        n.wait_ready()
+        pub = rospy.Publisher("/cam6/image_raw", Image, queue_size=10)
+        poses = ros.Collector(f"{n.ns}/pose", PoseStamped)
+        ros.wait_connected(pub)
+        wait_until(lambda: poses.sub.get_num_connections(), "pose topic connected")
+        pose = ask(pub, poses, ros.image_message(rgb, "rgb8", stamp=77.5))
+        assert pose is not None, n.output()[-2000:]
+        assert "[ERROR]" not in n.output(), n.output()[-2000:]
+    p, o = pose.pose.position, pose.pose.orientation
+    np.testing.assert_allclose([p.x, p.y, p.z], predicted["position"], atol=1e-4)
+    np.testing.assert_allclose([o.x, o.y, o.z, o.w], predicted["orientation_xyzw"], atol=1e-4)
+
+
+def test_a_checkpoint_that_cannot_run_stops_the_node_at_start_up(tmp_path, master):
+    """8x8 inputs shrink to nothing inside GoogLeNet: one clear error at start-up, a non-zero exit,
+    not an error per frame; predict says the same and exits 2."""
+    import torch
+
+    from jsla_fast import JSLA, JSLAConfig, Normalization, save_checkpoint
+
+    path = save_checkpoint(JSLA(JSLAConfig(task="pose")).eval(), tmp_path / "tiny.pt",
+                           normalization=Normalization(torch.zeros(3, 1, 1), size=(8, 8), crop=8))
+    n = NodeProcess(master, name="loc_tiny", image="/cam7/image_raw", checkpoint=str(path))
+    try:
+        n.proc.wait(120)
+    finally:
+        n.stop()
+    text = n.output()
+    assert n.proc.returncode != 0, text[-2000:]
+    assert f"could not start with {path}: the JSLA model cannot run (RuntimeError: " in text, text[-2000:]
+    assert "Output size is too small" in text and "listening" not in text
+    out = subprocess.run([sys.executable, "-m", "jsla_fast.predict", "--checkpoint", str(path), str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and f"checkpoint {path} cannot run (RuntimeError: " in out.stderr, out.stderr[-2000:]
+
+
 def test_catkin_workspace_builds_the_package_and_its_rostest_passes(tmp_path, checkpoint):
     """The catkin path: CMakeLists (catkin_install_python, add_rostest) configured with this venv's
     Python, then `make run_tests` runs ros/test/localize_smoke.test through rostest."""

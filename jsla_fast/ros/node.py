@@ -243,7 +243,7 @@ def main() -> None:
     try:
         node = LocalizeNode(params)
     except Exception as e:  # a missing checkpoint, an unavailable backend...: say it once, plainly
-        rospy.logfatal(f"jsla_fast localize_node: could not start: {e}")
+        rospy.logfatal(f"jsla_fast localize_node: could not start with {params['checkpoint']}: {e}")
         raise SystemExit(2) from None
     rospy.loginfo(f"jsla_fast localize_node: {params['checkpoint']} on {params['device']} "
                   f"(backend {node.localizer.backend}, covariance from {node.sigma_source}), "
