@@ -373,6 +373,15 @@ def test_a_checkpoint_that_cannot_run_stops_the_node_at_start_up(tmp_path, maste
     out = subprocess.run([sys.executable, "-m", "jsla_fast.predict", "--checkpoint", str(path), str(path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and f"checkpoint {path} cannot run (RuntimeError: " in out.stderr, out.stderr[-2000:]
+    # a checkpoint for another task: refused at start-up too, naming the task
+    scene = save_checkpoint(JSLA(JSLAConfig(task="scene", num_classes=5, steps=2)).eval(), tmp_path / "scene.pt")
+    n = NodeProcess(master, name="loc_scene", image="/cam8/image_raw", checkpoint=str(scene))
+    try:
+        n.proc.wait(120)
+    finally:
+        n.stop()
+    assert n.proc.returncode != 0, n.output()[-2000:]
+    assert f"{scene} holds a scene model (task 'scene', 5 classes); localize_node publishes camera poses" in n.output()
 
 
 def test_catkin_workspace_builds_the_package_and_its_rostest_passes(tmp_path, checkpoint):

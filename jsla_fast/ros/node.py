@@ -117,7 +117,12 @@ class LocalizeNode:
     def __init__(self, params: dict) -> None:
         self.p = params
         payload = read_checkpoint(params["checkpoint"])  # read once: the model and its validation errors
-        self.localizer = Localizer(model_from_payload(payload, params["checkpoint"]), params["device"],
+        model = model_from_payload(payload, params["checkpoint"])
+        if model.config.task != "pose":
+            raise ValueError(f"{params['checkpoint']} holds a {model.config.task} model (task "
+                             f"{model.config.task!r}, {model.config.num_classes} classes); localize_node "
+                             "publishes camera poses: give it a checkpoint trained with task 'pose'")
+        self.localizer = Localizer(model, params["device"],
                                    backend=params["backend"], threads=params["threads"] or None,
                                    dtype=params["dtype"], backbone=params["backbone"])
         extra = payload.get("extra", {})
@@ -186,9 +191,6 @@ class LocalizeNode:
 
     def publish(self, header, result, image: torch.Tensor) -> None:
         """``image``: the RGB [3,H,W] float tensor the model saw (before its preprocessing)."""
-        if result.pose is None:
-            rospy.logwarn_throttle(30.0, "this checkpoint is a scene classifier: no pose to publish")
-            return
         x, y, z, qw, qx, qy, qz = result.pose
         pose = PoseStamped()
         pose.header.stamp = header.stamp
