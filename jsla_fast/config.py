@@ -46,6 +46,8 @@ def layer_shapes(size: int = 224, layers: tuple[str, ...] | None = None,
 TASKS = ("pose", "scene")
 BACKBONE_STYLES = ("torchvision", "caffe")
 TAU_SCHEDULES = ("exponential", "linear")
+#: per-image uncertainty of the pose head: none (the paper) or aleatoric (Kendall & Gal 2017)
+UNCERTAINTY = ("none", "aleatoric")
 
 
 class ConfigError(ValueError):
@@ -123,6 +125,9 @@ class JSLAConfig(YamlConfig):
     # head
     dropout: float = 0.5
     aux_heads: bool = False  #: per-step auxiliary heads on each h_t
+    #: "aleatoric": the pose head also predicts a log-variance per position axis (m^2) and per
+    #: rotation axis (rad^2), trained by the Gaussian likelihood (losses.aleatoric_nll) (ours)
+    uncertainty: str = "none"
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
@@ -146,7 +151,9 @@ class JSLAConfig(YamlConfig):
 
     @property
     def output_dim(self) -> int:
-        return 7 if self.task == "pose" else self.num_classes
+        if self.task == "scene":
+            return self.num_classes
+        return 13 if self.uncertainty == "aleatoric" else 7  # + 6 log-variances
 
     # -- checks ---------------------------------------------------------------------------
     def validate(self) -> None:
@@ -183,6 +190,10 @@ class JSLAConfig(YamlConfig):
             raise bad("attention_slope", self.attention_slope, "use a slope in [0, 1)")
         if not (0.0 <= self.dropout < 1.0):
             raise bad("dropout", self.dropout, "use a probability in [0, 1)")
+        if self.uncertainty not in UNCERTAINTY:
+            raise bad("uncertainty", self.uncertainty, f"use one of {UNCERTAINTY}")
+        if self.uncertainty != "none" and self.task != "pose":
+            raise bad("uncertainty", self.uncertainty, "per-image uncertainty is for the pose task; use 'none'")
 
 
 @dataclass

@@ -36,6 +36,27 @@ def posenet_terms(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return lx, lq
 
 
+def rotation_error_vector(q_pred: torch.Tensor, q_true: torch.Tensor) -> torch.Tensor:
+    """``[B,3]``: the rotation from the true to the predicted orientation as ``2 vec(q_true^-1 q^)``
+    (q^ the normalised prediction, sign chosen so w >= 0): the rotation vector, in radians, to
+    first order (2 sin(theta/2) times the axis), smooth everywhere, per axis of the camera frame."""
+    q = F.normalize(q_pred, dim=1)
+    w1, v1 = q_true[:, :1], -q_true[:, 1:]  # the inverse of a unit quaternion
+    w2, v2 = q[:, :1], q[:, 1:]
+    w = w1 * w2 - (v1 * v2).sum(1, keepdim=True)
+    v = w1 * v2 + w2 * v1 + torch.cross(v1, v2, dim=1)
+    return 2 * torch.where(w < 0, -v, v)
+
+
+def aleatoric_nll(pose_raw: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Kendall & Gal's heteroscedastic loss with a Gaussian likelihood, batch mean: per position
+    axis (metres) and rotation axis (radians, :func:`rotation_error_vector`)
+    ``0.5 (e^2 exp(-s) + s)`` summed, ``s`` the predicted log-variance. Each error is weighed by its
+    own predicted variance, which replaces the (s_x, s_q) weighting."""
+    err = torch.cat([pose_raw[:, :3] - target[:, :3], rotation_error_vector(pose_raw[:, 3:7], target[:, 3:7])], dim=1)
+    return 0.5 * (err.square() * torch.exp(-log_var) + log_var).sum(1).mean()
+
+
 def posenet_loss(pred: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
     """PoseNet (Kendall et al. 2015): ``||x - x^|| + beta ||q - q^/||q^|| ||``, batch mean."""
     lx, lq = posenet_terms(pred, target)
@@ -45,7 +66,8 @@ def posenet_loss(pred: torch.Tensor, target: torch.Tensor, beta: float) -> torch
 class JSLALoss(nn.Module):
     """The training objective for a :class:`~jsla_fast.JSLA` output.
 
-    Pose: with ``learned_weighting`` (the default) Kendall & Cipolla's
+    Pose with ``uncertainty="aleatoric"``: :func:`aleatoric_nll` on the main head. Otherwise, with
+    ``learned_weighting`` (the default), Kendall & Cipolla's
     ``Lx exp(-s_x) + s_x + Lq exp(-s_q) + s_q`` with s_x, s_q learned (parameters of this module:
     give it to the optimiser), started by :meth:`fit` from the training poses; otherwise PoseNet's
     beta loss. Scene: cross-entropy. Auxiliary per-step heads, when present, add ``aux_weight``
@@ -100,7 +122,7 @@ class JSLALoss(nn.Module):
     def forward(self, out, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.task == "pose":
             lx, lq = posenet_terms(out.pose_raw, target)
-            main = self.weigh(lx, lq)
+            main = self.weigh(lx, lq) if out.log_var is None else aleatoric_nll(out.pose_raw, out.log_var, target)
             parts = {"main": float(main.detach()), "t_m": float(lx.detach()), "q": float(lq.detach())}
         else:
             main = self.term(out.logits, target)

@@ -104,6 +104,7 @@ class GraphedForward:
                        logits=None if out.logits is None else out.logits.clone(), layers=layers,
                        attention=attention, selection_logits=[s.clone() for s in out.selection_logits],
                        pose_raw=None if out.pose_raw is None else out.pose_raw.clone(), aux=[a.clone() for a in out.aux],
+                       log_var=None if out.log_var is None else out.log_var.clone(),
                        branch_attention=[])
 
 

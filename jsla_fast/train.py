@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import PRESETS, ConfigError, RunConfig, apply_preset
 from .data import FORMATS, DataError, data_format, open_dataset
-from .losses import JSLALoss
+from .losses import JSLALoss, rotation_error_vector
 from .metrics import run_model, task_metrics
 from .model.registry import MODELS, Model
 from .model.pretrained import load_caffe_googlenet, load_torchvision_googlenet
@@ -130,9 +130,15 @@ def build_model(kind: str, cfg: RunConfig, pretrained: bool = True) -> Model:
 
 def init_pose_heads(model: Model, poses: torch.Tensor) -> None:
     """Fit the position standardisation to the training poses and start every pose head at the
-    mean pose (position offset 0, mean orientation); the heads' weights stay random."""
+    mean pose (position offset 0, mean orientation; with aleatoric uncertainty, the log-variances
+    of the mean pose's own errors per axis); the heads' weights stay random."""
     model.pose_decoder.fit(poses[:, :3])
-    start = torch.cat([torch.zeros(3), mean_pose(poses)[3:]])
+    mean = mean_pose(poses)
+    start = torch.cat([torch.zeros(3), mean[3:]])
+    if model.config.uncertainty == "aleatoric":  # + the mean pose's own error variance per axis
+        rot = rotation_error_vector(mean[None, 3:].expand(len(poses), 4), poses[:, 3:])
+        pos = (poses[:, :3] - mean[:3]) / model.pose_decoder.scale
+        start = torch.cat([start, torch.log(torch.cat([pos, rot], dim=1).square().mean(0).clamp_min(1e-4))])
     with torch.no_grad():
         for head in model.pose_heads():
             head.bias.copy_(start.to(head.bias))

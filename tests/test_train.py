@@ -181,3 +181,20 @@ def test_poselstm_trains_through_the_same_pipeline(tmp_path, scene):
     assert isinstance(load_checkpoint(run / "best.pt"), PoseLSTM)
     row = metrics(run)[0]
     assert float(row["s_x"]) != 0.0 and float(row["train_term_t_m"]) > 0  # the learned weighting, started from the data
+
+
+def test_aleatoric_uncertainty_trains_through_the_same_pipeline(tmp_path, scene):
+    """model.uncertainty: aleatoric in the config: training runs on the NLL (finite losses) and the
+    checkpoint's head predicts six log-variances per image."""
+    cfg = tmp_path / "aleatoric.yaml"
+    cfg.write_text(CONFIG.format(epochs=2, schedule="constant").replace("dropout: 0.0", "dropout: 0.0, uncertainty: aleatoric"))
+    run = tmp_path / "aleatoric"
+    proc = subprocess.run(train_cmd(scene, run, cfg, "--batch-size", "3"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(np.isfinite(float(r["train_loss"])) for r in metrics(run))
+    from jsla_fast import load_checkpoint
+
+    model = load_checkpoint(run / "best.pt")
+    assert model.config.uncertainty == "aleatoric" and model.head.out_features == 13
+    out = model.eval()(torch.randn(2, 3, 24, 24))
+    assert out.log_var.shape == (2, 6) and torch.isfinite(out.log_var).all()

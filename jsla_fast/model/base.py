@@ -32,6 +32,9 @@ class JSLAOutput:
     selection_logits: list[torch.Tensor]  #: N tensors [B,K], the layer-selection scores
     pose_raw: torch.Tensor | None = None  #: [B,7] with the quaternion before normalisation (for losses)
     aux: list[torch.Tensor] = field(default_factory=list)  #: per-step head outputs, when enabled
+    #: ``uncertainty="aleatoric"``: [B,6] per-image log-variances, position x,y,z (m^2) and rotation
+    #: about x,y,z (rad^2); None otherwise
+    log_var: torch.Tensor | None = None
     #: static graph only: per step, every candidate layer's map [B,1,h_i,w_i]; sample b's map at
     #: step t is ``branch_attention[t][layers[b, t]][b]``
     branch_attention: list[list[torch.Tensor]] = field(default_factory=list)

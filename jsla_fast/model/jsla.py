@@ -181,10 +181,10 @@ class JSLA(Model):
         raw = self.head(self.dropout(pooled))
         aux = [head(h.mean(dim=(2, 3))) for head, h in zip(self.aux_heads, hs)] if self.aux_heads else []
         if self.pose_decoder is not None:
-            pose, raw = self.pose_decoder(raw)
+            pose, raw, log_var = self.pose_decoder(raw)
             aux = [self.pose_decoder(a)[1] for a in aux]
             return JSLAOutput(pose=pose, logits=None, layers=layers, attention=attention,
-                              selection_logits=selection, pose_raw=raw, aux=aux)
+                              selection_logits=selection, pose_raw=raw, aux=aux, log_var=log_var)
         return JSLAOutput(pose=None, logits=raw, layers=layers, attention=attention,
                           selection_logits=selection, aux=aux)
 

@@ -28,9 +28,17 @@ class PoseDecoder(nn.Module):
         self.mean.copy_(mean)
         self.scale.fill_(max(float(rms), 1e-3))
 
-    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``raw [B,7]`` -> ``(pose, pose_raw)``: both with the position in metres; ``pose`` has the
-        unit quaternion (qw >= 0), ``pose_raw`` the quaternion as predicted (for the loss)."""
+    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``raw [B,7]`` or ``[B,13]`` -> ``(pose, pose_raw, log_var)``: both poses with the position
+        in metres; ``pose`` has the unit quaternion (qw >= 0), ``pose_raw`` the quaternion as
+        predicted (for the loss). With 13 outputs the last 6 are log-variances, returned as
+        ``log_var [B,6]``: position x, y, z in m^2 (the head's standardised units shifted by
+        2 log scale, so an untrained head starts at sigma = the training positions' spread) and
+        rotation about x, y, z in rad^2; otherwise None."""
         xyz = raw[:, :3] * self.scale + self.mean
-        pose_raw = torch.cat([xyz, raw[:, 3:]], dim=1)
-        return torch.cat([xyz, canonical_quaternion(raw[:, 3:])], dim=1), pose_raw
+        quat = raw[:, 3:7]
+        log_var = None
+        if raw.shape[1] == 13:
+            log_var = torch.cat([raw[:, 7:10] + 2 * torch.log(self.scale), raw[:, 10:13]], dim=1)
+        pose_raw = torch.cat([xyz, quat], dim=1)
+        return torch.cat([xyz, canonical_quaternion(quat)], dim=1), pose_raw, log_var

@@ -38,6 +38,7 @@ class PoseNet(Model):
         raw = self.regress(torch.relu(self.fc(pooled)))
         none = torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device)
         if self.pose_decoder is not None:
-            pose, raw = self.pose_decoder(raw)
-            return JSLAOutput(pose=pose, logits=None, layers=none, attention=[], selection_logits=[], pose_raw=raw)
+            pose, raw, log_var = self.pose_decoder(raw)
+            return JSLAOutput(pose=pose, logits=None, layers=none, attention=[], selection_logits=[], pose_raw=raw,
+                              log_var=log_var)
         return JSLAOutput(pose=None, logits=raw, layers=none, attention=[], selection_logits=[])

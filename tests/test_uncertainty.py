@@ -1,0 +1,109 @@
+"""Per-image (aleatoric) uncertainty of the pose head (JSLAConfig(uncertainty="aleatoric"))."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from jsla_fast import JSLA, JSLAConfig, load_checkpoint, save_checkpoint
+from jsla_fast.config import ConfigError
+from jsla_fast.losses import JSLALoss, aleatoric_nll, rotation_error_vector
+from jsla_fast.model import MODELS
+
+
+def test_unknown_or_misplaced_uncertainty_modes_are_refused():
+    with pytest.raises(ConfigError, match=r"'uncertainty' = 'epistemic' is invalid: use one of \('none', 'aleatoric'\)"):
+        JSLAConfig(uncertainty="epistemic")
+    with pytest.raises(ConfigError, match="per-image uncertainty is for the pose task"):
+        JSLAConfig(task="scene", uncertainty="aleatoric")
+
+
+def test_rotation_error_vector_is_the_rotation_between_the_two():
+    theta = torch.tensor([0.1, 0.7, 2.5])
+    q_true = torch.tensor([[1.0, 0, 0, 0]]).expand(3, 4)
+    about_z = torch.stack([torch.cos(theta / 2), 0 * theta, 0 * theta, torch.sin(theta / 2)], dim=1)
+    r = rotation_error_vector(3.0 * about_z, q_true)  # an unnormalised prediction
+    torch.testing.assert_close(r, torch.stack([0 * theta, 0 * theta, 2 * torch.sin(theta / 2)], dim=1))
+    torch.testing.assert_close(rotation_error_vector(-about_z, q_true), r)  # q and -q: one rotation
+
+
+def test_the_likelihood_recovers_a_known_noise_level(seed):
+    """Targets with Gaussian noise of known sigma per axis; a free log-variance trained on the NLL
+    converges to log(sigma^2) (its minimiser is the log of the mean squared error)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = 4000
+    sigma = torch.tensor([0.05, 0.2, 1.0, 0.02, 0.05, 0.1])
+    pred = torch.cat([torch.zeros(n, 3), torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4)], dim=1)
+    half = torch.randn(n, 3, generator=gen) * sigma[3:] / 2  # small rotations: 2 sin(t/2) ~ t
+    target = torch.cat([torch.randn(n, 3, generator=gen) * sigma[:3],
+                        torch.cat([torch.cos(half.norm(dim=1, keepdim=True)), half], dim=1)], dim=1)
+    target[:, 3:] = target[:, 3:] / target[:, 3:].norm(dim=1, keepdim=True)
+    s = torch.zeros(6, requires_grad=True)
+    opt = torch.optim.Adam([s], lr=0.05)
+    for _ in range(600):
+        opt.zero_grad()
+        aleatoric_nll(pred, s.expand(n, 6), target).backward()
+        opt.step()
+    torch.testing.assert_close(torch.exp(s.detach() / 2), sigma, rtol=0.06, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["jsla", "posenet", "poselstm"])
+def test_sigmas_are_per_image_survive_the_checkpoint_and_train_the_variance_head(tmp_path, kind, seed):
+    torch.manual_seed(seed)
+    cfg = JSLAConfig(task="pose", uncertainty="aleatoric", steps=2, layers=("4e", "5b"))
+    model = MODELS[kind](cfg)
+    images = torch.randn(4, 3, 96, 96)
+    model.eval()
+    out = model(images)
+    assert out.log_var.shape == (4, 6) and out.pose.shape == (4, 7)
+    assert bool((torch.exp(out.log_var / 2) > 0).all())  # (per image: the next test)
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "m.pt"))
+    assert loaded.config.uncertainty == "aleatoric"
+    assert torch.equal(loaded(images).log_var, out.log_var)
+    # the NLL's gradient reaches the head's variance outputs
+    model.train()
+    loss, parts = JSLALoss(cfg)(model(images), torch.cat([torch.randn(4, 3), torch.tensor([[1.0, 0, 0, 0]]).expand(4, 4)], 1))
+    loss.backward()
+    head = model.head
+    assert head.weight.grad[7:13].abs().sum() > 0 and head.bias.grad[7:13].abs().min() > 0
+    assert math.isfinite(parts["total"])
+
+
+def test_a_head_learns_each_images_own_noise_level(seed):
+    """Heteroscedastic data: images whose feature says 'noisy' have 10x the position and rotation
+    noise of the others. A pose head (Linear + PoseDecoder, as in every model) trained on the NLL
+    predicts each image's own sigma, in metres and radians."""
+    from jsla_fast.model.pose_head import PoseDecoder
+
+    gen = torch.Generator().manual_seed(seed)
+    n = 2048
+    noisy = torch.rand(n, generator=gen) < 0.5
+    feats = torch.cat([noisy.float()[:, None], torch.randn(n, 7, generator=gen)], dim=1)
+    sigma_t = torch.where(noisy, 0.5, 0.05)[:, None]  # metres
+    sigma_r = torch.where(noisy, 0.2, 0.02)[:, None]  # radians
+    half = torch.randn(n, 3, generator=gen) * sigma_r / 2
+    quat = torch.cat([torch.cos(half.norm(dim=1, keepdim=True)), half], dim=1)
+    target = torch.cat([torch.tensor([3.0, -1.0, 0.5]) + torch.randn(n, 3, generator=gen) * sigma_t,
+                        quat / quat.norm(dim=1, keepdim=True)], dim=1)
+    decoder = PoseDecoder()
+    decoder.fit(target[:, :3])
+    head = torch.nn.Linear(8, 13)
+    with torch.no_grad():  # started at the mean pose, as training starts every pose head
+        head.bias[:7] = torch.tensor([0.0, 0, 0, 1, 0, 0, 0])
+    opt = torch.optim.Adam(head.parameters(), lr=0.02)
+    for _ in range(1500):
+        opt.zero_grad()
+        _, pose_raw, log_var = decoder(head(feats))
+        aleatoric_nll(pose_raw, log_var, target).backward()
+        opt.step()
+    with torch.no_grad():
+        sigma = torch.exp(decoder(head(feats))[2] / 2)
+    for group, want_t, want_r in ((noisy, 0.5, 0.2), (~noisy, 0.05, 0.02)):
+        torch.testing.assert_close(sigma[group, :3].median(0).values, torch.full((3,), want_t), rtol=0.1, atol=0)
+        torch.testing.assert_close(sigma[group, 3:].median(0).values, torch.full((3,), want_r), rtol=0.1, atol=0)
+
+
+def test_without_uncertainty_there_is_no_log_variance():
+    out = JSLA(JSLAConfig(task="pose", steps=1, layers=("5b",))).eval()(torch.randn(1, 3, 64, 64))
+    assert out.log_var is None and out.pose.shape == (1, 7)
