@@ -26,7 +26,8 @@ from .data import FORMATS, DataError, data_format, load_image, open_dataset
 from .plots import attention_picture
 from .runtime import localize
 from .metrics import layer_usage, run_model, task_metrics
-from .plots import plot_layer_usage, plot_trajectory, save_png
+from .plots import plot_layer_usage, plot_sigma_vs_error, plot_trajectory, save_png
+from .uncertainty import uncertainty_metrics
 from .pose import pose_errors
 
 log = logging.getLogger("jsla_fast.evaluate")
@@ -63,11 +64,18 @@ def evaluate(checkpoint: str | Path, data: str | Path, fmt: str, out: str | Path
     if preds.aux:
         outputs = [_as_task_output(a, task) for a in preds.aux]
         results["per_step"] = [task_metrics(task, o, preds.targets, classes) for o in outputs]
+    if preds.log_var is not None:  # uncertainty="aleatoric": how the (calibrated) sigmas describe the errors
+        results["uncertainty"] = {"calibrated": bool(model.pose_decoder.calibrated),
+                                  "factors": model.pose_decoder.sigma_scale.tolist(),
+                                  **uncertainty_metrics(preds.outputs, preds.log_var, preds.targets)}
     out.mkdir(parents=True, exist_ok=True)
     files = [_write_predictions(out / "predictions.csv", dataset.records, preds, task, names, classes)]
     if results["layer_usage"]:
         files.append(plot_layer_usage(results["layer_usage"], out / "layer_usage.png",
                                       f"layer usage per step ({split}, {len(dataset)} images)"))
+    if preds.log_var is not None:
+        files.append(plot_sigma_vs_error(preds.outputs, preds.log_var, preds.targets, out / "sigma_vs_error.png",
+                                         f"{model.kind}: predicted sigma against error ({split})"))
     if task == "pose":
         files.append(plot_trajectory(preds.targets, preds.outputs, out / "trajectory.png", dataset.records.groups,
                                      f"{model.kind}: median {results['median_t_m']:.2f} m, "

@@ -21,12 +21,13 @@ class Predictions:
     layers: torch.Tensor  #: [N,T] chosen layer per step (T = 0 for PoseNet)
     aux: list[torch.Tensor] = field(default_factory=list)  #: per-step head outputs [N,7]/[N,K]
     seconds: float = 0.0
+    log_var: torch.Tensor | None = None  #: [N,6] for models with per-image uncertainty
 
 
 @torch.inference_mode()
 def run_model(model, loader: DataLoader, device: torch.device | str = "cpu", progress: bool = False) -> Predictions:
     model.eval()
-    outs, targets, layers, aux = [], [], [], []
+    outs, targets, layers, aux, log_var = [], [], [], [], []
     start = time.perf_counter()
     for images, target in progress_bar(loader, desc="predict", unit="batch", leave=False, disable=not progress):
         out = model(images.to(device))
@@ -35,9 +36,11 @@ def run_model(model, loader: DataLoader, device: torch.device | str = "cpu", pro
         layers.append(out.layers.cpu())
         if out.aux:
             aux.append([a.float().cpu() for a in out.aux])
+        if getattr(out, "log_var", None) is not None:
+            log_var.append(out.log_var.float().cpu())
     steps_aux = [torch.cat([a[t] for a in aux]) for t in range(len(aux[0]))] if aux else []
     return Predictions(torch.cat(outs), torch.cat(targets), torch.cat(layers), steps_aux,
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, torch.cat(log_var) if log_var else None)
 
 
 def pose_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:

@@ -111,6 +111,32 @@ def plot_trajectory(truth: torch.Tensor, pred: torch.Tensor, path: str | Path, g
     return _save(fig, path)
 
 
+def plot_sigma_vs_error(pred: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor, path: str | Path,
+                        title: str = "") -> Path:
+    """Per image, the predicted sigma (root of the summed per-axis variances) against the error,
+    log-log, position and rotation side by side, with error = sigma and error = 2 sigma."""
+    from .uncertainty import axis_errors
+
+    plt = _pyplot()
+    e_t, e_r = axis_errors(pred.double(), target.double())
+    sigma = torch.exp(log_var.double() / 2)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, name, unit, e, s in ((axes[0], "position", "m", e_t, sigma[:, :3]), (axes[1], "rotation", "rad", e_r, sigma[:, 3:])):
+        x, y = s.square().sum(1).sqrt().numpy(), e.norm(dim=1).clamp_min(1e-9).numpy()
+        ax.scatter(x, y, s=6, color="tab:blue")
+        lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+        for k, style in ((1, "-"), (2, "--")):
+            ax.plot([lo, hi], [k * lo, k * hi], style, color="0.4", linewidth=0.8, label=f"error = {k} sigma")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"predicted sigma ({unit})")
+        ax.set_ylabel(f"{name} error ({unit})")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "predicted sigma against error")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     plt = _pyplot()
     try:

@@ -52,6 +52,11 @@ class Localization:
     layers: list[int]
     attention: list[np.ndarray]  #: per step [h,w]
     ms: float  #: preprocessing + forward, wall clock
+    #: ``uncertainty="aleatoric"`` models: per-axis standard deviations, position x,y,z (m) and
+    #: rotation about x,y,z (rad), and whether they were calibrated; None otherwise
+    position_sigma_m: list[float] | None = None
+    orientation_sigma_rad: list[float] | None = None
+    sigma_calibrated: bool | None = None
 
 
 def _dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -220,7 +225,17 @@ class Localizer:
             layers=out.layers[0].cpu().tolist(),
             attention=[a[0, 0].float().cpu().numpy() for a in out.attention],
             ms=ms,
+            **_sigmas(self.model, out),
         )
+
+
+def _sigmas(model, out) -> dict:
+    """The Localization's sigma fields from an output with log-variances (else nothing)."""
+    if getattr(out, "log_var", None) is None:
+        return {}
+    sigma = torch.exp(out.log_var[0].double() / 2).cpu().tolist()
+    return {"position_sigma_m": sigma[:3], "orientation_sigma_rad": sigma[3:],
+            "sigma_calibrated": bool(model.pose_decoder.calibrated)}
 
 
 def localize(model: Model, image: torch.Tensor, device: torch.device | str = "cpu") -> Localization:

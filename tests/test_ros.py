@@ -352,6 +352,46 @@ def test_a_model_saved_from_python_runs_the_same_in_predict_the_localizer_and_th
     np.testing.assert_allclose([o.x, o.y, o.z, o.w], predicted["orientation_xyzw"], atol=1e-4)
 
 
+def test_per_image_sigmas_are_the_nodes_covariance(tmp_path, master, ros, seed):
+    """A model with uncertainty="aleatoric": each frame's covariance is its own predicted variances
+    (here never calibrated: factor 1, and the node says so), equal to predict's sigmas squared."""
+    import rospy
+    import torch
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from PIL import Image as PILImage
+    from sensor_msgs.msg import Image
+
+    from jsla_fast import JSLA, JSLAConfig, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = JSLA(JSLAConfig(task="pose", uncertainty="aleatoric")).eval()
+    with torch.no_grad():  # sigmas that differ by axis, as after training
+        model.head.bias[7:] = torch.linspace(-3, 1, 6)
+    path = save_checkpoint(model, tmp_path / "sigma.pt")
+    images = frames(2, seed)
+    want = []
+    for k, rgb in enumerate(images):
+        PILImage.fromarray(rgb).save(tmp_path / f"f{k}.png")
+    out = subprocess.run([sys.executable, "-m", "jsla_fast.predict", "--checkpoint", str(path),
+                          *(str(tmp_path / f"f{k}.png") for k in range(2))], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    want = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all(w["sigma_calibrated"] is False for w in want)
+    with NodeProcess(master, name="loc_sigma", image="/cam9/image_raw", checkpoint=str(path)) as n:
+        n.wait_ready()
+        assert "covariance from per-frame predicted sigmas, not calibrated (factor 1)" in n.output()
+        pub = rospy.Publisher("/cam9/image_raw", Image, queue_size=10)
+        covs = ros.Collector(f"{n.ns}/pose_with_covariance", PoseWithCovarianceStamped)
+        ros.wait_connected(pub)
+        wait_until(lambda: covs.sub.get_num_connections(), "covariance topic connected")
+        for k, rgb in enumerate(images):
+            cov = ask(pub, covs, ros.image_message(rgb, "rgb8", stamp=50.0 + k))
+            assert cov is not None, n.output()[-2000:]
+            sigma = want[k]["position_sigma_m"] + want[k]["orientation_sigma_rad"]
+            np.testing.assert_allclose(np.array(cov.pose.covariance).reshape(6, 6), np.diag(np.square(sigma)),
+                                       rtol=1e-4, atol=0)
+
+
 def test_a_checkpoint_that_cannot_run_stops_the_node_at_start_up(tmp_path, master):
     """8x8 inputs shrink to nothing inside GoogLeNet: one clear error at start-up, a non-zero exit,
     not an error per frame; predict says the same and exits 2."""

@@ -194,7 +194,33 @@ def test_aleatoric_uncertainty_trains_through_the_same_pipeline(tmp_path, scene)
     assert all(np.isfinite(float(r["train_loss"])) for r in metrics(run))
     from jsla_fast import load_checkpoint
 
-    model = load_checkpoint(run / "best.pt")
+    best = run / "best.pt"
+    model = load_checkpoint(best)
     assert model.config.uncertainty == "aleatoric" and model.head.out_features == 13
     out = model.eval()(torch.randn(2, 3, 24, 24))
     assert out.log_var.shape == (2, 6) and torch.isfinite(out.log_var).all()
+    # calibrated on the validation split after training: factors in the model and the file
+    from jsla_fast.checkpoint import read_checkpoint
+
+    calib = read_checkpoint(best)["extra"]["calibration"]
+    assert bool(model.pose_decoder.calibrated) and model.pose_decoder.sigma_scale.tolist() == pytest.approx(
+        [calib["position"], calib["rotation"]])
+    assert "calibrated the sigmas on" in proc.stderr
+    # evaluate reports the sigmas' coverage and plots them; predict prints them
+    ev = subprocess.run([sys.executable, "-m", "jsla_fast.evaluate", "--checkpoint", str(best), "--data", str(scene),
+                         "--format", "7scenes", "--out", str(tmp_path / "eval"), "--overlays", "0"],
+                        capture_output=True, text=True, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    import json
+
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    u = results["uncertainty"]
+    assert u["calibrated"] and 0 <= u["position"]["within_1_sigma"] <= u["position"]["within_2_sigma"] <= 1
+    assert -1 <= u["rotation"]["spearman_sigma_error"] <= 1 and (tmp_path / "eval" / "sigma_vs_error.png").is_file()
+    image = next(scene.rglob("*.color.png"))
+    pr = subprocess.run([sys.executable, "-m", "jsla_fast.predict", "--checkpoint", str(best), str(image)],
+                        capture_output=True, text=True, timeout=600)
+    assert pr.returncode == 0, pr.stderr[-3000:]
+    line = json.loads(pr.stdout.splitlines()[0])
+    assert line["sigma_calibrated"] is True and len(line["position_sigma_m"]) == 3
+    assert all(s > 0 for s in line["position_sigma_m"] + line["orientation_sigma_rad"])

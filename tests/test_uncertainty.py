@@ -107,3 +107,28 @@ def test_a_head_learns_each_images_own_noise_level(seed):
 def test_without_uncertainty_there_is_no_log_variance():
     out = JSLA(JSLAConfig(task="pose", steps=1, layers=("5b",))).eval()(torch.randn(1, 3, 64, 64))
     assert out.log_var is None and out.pose.shape == (1, 7)
+
+
+def test_calibration_recovers_the_noise_level_and_the_metrics_read_a_gaussian(seed):
+    """Sigmas predicted as 1 (m, rad) for errors of known sigma: the factors are those sigmas, and
+    after scaling, the errors fall within 1 and 2 sigma as often as a Gaussian's."""
+    from jsla_fast.uncertainty import calibration_factors, uncertainty_metrics
+
+    gen = torch.Generator().manual_seed(seed)
+    n = 20000
+    half = torch.randn(n, 3, generator=gen) * 0.01 / 2
+    quat = torch.cat([torch.cos(half.norm(dim=1, keepdim=True)), half], dim=1)
+    target = torch.cat([torch.randn(n, 3, generator=gen) * 0.3, quat / quat.norm(dim=1, keepdim=True)], dim=1)
+    pred = torch.cat([torch.zeros(n, 3), torch.tensor([[1.0, 0, 0, 0]]).expand(n, 4)], dim=1)
+    fp, fr = calibration_factors(pred, torch.zeros(n, 6), target)
+    assert fp == pytest.approx(0.3, rel=0.02) and fr == pytest.approx(0.01, rel=0.02)
+    log_var = torch.log(torch.tensor([fp] * 3 + [fr] * 3)).mul(2).expand(n, 6)
+    m = uncertainty_metrics(pred, log_var, target)
+    for q in ("position", "rotation"):
+        assert m[q]["within_1_sigma"] == pytest.approx(0.683, abs=0.01)
+        assert m[q]["within_2_sigma"] == pytest.approx(0.954, abs=0.01)
+    # sigmas that follow the errors rank with them
+    wide = torch.rand(n, generator=gen) < 0.5
+    target[wide, :3] *= 10
+    log_var = torch.where(wide[:, None], 2 * math.log(3.0), 2 * math.log(0.3)).expand(n, 6).clone()
+    assert uncertainty_metrics(pred, log_var, target)["position"]["spearman_sigma_error"] > 0.5

@@ -94,7 +94,7 @@ class JSLA(Model):
         self.head = nn.Linear(cfg.steps * cfg.hidden_channels, cfg.output_dim)
         self.aux_heads = (nn.ModuleList(nn.Linear(cfg.hidden_channels, cfg.output_dim) for _ in range(cfg.steps))
                           if cfg.aux_heads else None)
-        self.pose_decoder = PoseDecoder() if cfg.task == "pose" else None
+        self.pose_decoder = PoseDecoder(cfg.uncertainty == "aleatoric") if cfg.task == "pose" else None
         self.tau = cfg.tau_start
         self.set_backend(backend)
 

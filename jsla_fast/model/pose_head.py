@@ -14,10 +14,22 @@ from ..pose import canonical_quaternion
 
 
 class PoseDecoder(nn.Module):
-    def __init__(self) -> None:
+    """``uncertainty``: the head also predicts 6 log-variances; then ``sigma_scale`` (position,
+    rotation) multiplies the predicted sigmas (1 until calibrated on validation data) and
+    ``calibrated`` says whether it was."""
+
+    def __init__(self, uncertainty: bool = False) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(3))
         self.register_buffer("scale", torch.ones(1))
+        if uncertainty:
+            self.register_buffer("sigma_scale", torch.ones(2))
+            self.register_buffer("calibrated", torch.tensor(False))
+
+    @torch.no_grad()
+    def set_calibration(self, position: float, rotation: float) -> None:
+        self.sigma_scale.copy_(torch.tensor([position, rotation]))
+        self.calibrated.fill_(True)
 
     @torch.no_grad()
     def fit(self, positions: torch.Tensor) -> None:
@@ -39,6 +51,7 @@ class PoseDecoder(nn.Module):
         quat = raw[:, 3:7]
         log_var = None
         if raw.shape[1] == 13:
-            log_var = torch.cat([raw[:, 7:10] + 2 * torch.log(self.scale), raw[:, 10:13]], dim=1)
+            calib = 2 * torch.log(self.sigma_scale) if hasattr(self, "sigma_scale") else raw.new_zeros(2)
+            log_var = torch.cat([raw[:, 7:10] + 2 * torch.log(self.scale) + calib[0], raw[:, 10:13] + calib[1]], dim=1)
         pose_raw = torch.cat([xyz, quat], dim=1)
         return torch.cat([xyz, canonical_quaternion(quat)], dim=1), pose_raw, log_var

@@ -25,7 +25,7 @@ class PoseNet(Model):
         self.fc = nn.Linear(1024, hidden)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(hidden, cfg.output_dim)
-        self.pose_decoder = PoseDecoder() if cfg.task == "pose" else None
+        self.pose_decoder = PoseDecoder(cfg.uncertainty == "aleatoric") if cfg.task == "pose" else None
 
     def regress(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, hidden]`` FC features -> ``[B, output_dim]`` (the part PoseLSTM replaces)."""

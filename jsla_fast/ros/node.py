@@ -11,9 +11,11 @@ processed rates, drop counts and percentiles of latency, node overhead and image
 published without a new frame, and no TF is broadcast (the pose is the camera's in the map frame;
 a robot's localization stack decides what to do with it).
 
-The covariance is diagonal: per axis, the root-mean-square validation error of the checkpoint
-divided by sqrt(3) (position in m², rotation in rad² about x, y, z), unless ``~position_sigma`` /
-``~orientation_sigma`` are set (> 0).
+The covariance is diagonal (position in m², rotation in rad² about x, y, z): for a model with
+per-image uncertainty (``uncertainty="aleatoric"``) each frame's own predicted variances (scaled
+by the checkpoint's calibration, when it has one); otherwise, per axis, the root-mean-square
+validation error of the checkpoint divided by sqrt(3). ``~position_sigma`` / ``~orientation_sigma``
+(> 0) override both. ``/diagnostics`` ("covariance") says which.
 """
 from __future__ import annotations
 
@@ -113,6 +115,12 @@ def covariance_sigmas(extra: dict, position_sigma: float, orientation_sigma: flo
     return position_sigma or sp, orientation_sigma or so, source
 
 
+def diagonal_covariance(position_sigma: list[float], orientation_sigma: list[float]) -> list[float]:
+    """The 6x6 row-major covariance of PoseWithCovariance from per-axis standard deviations."""
+    var = [s * s for s in (*position_sigma, *orientation_sigma)]
+    return [var[i] if i == j else 0.0 for i in range(6) for j in range(6)]
+
+
 class LocalizeNode:
     def __init__(self, params: dict) -> None:
         self.p = params
@@ -127,7 +135,13 @@ class LocalizeNode:
                                    dtype=params["dtype"], backbone=params["backbone"])
         extra = payload.get("extra", {})
         sp, so, self.sigma_source = covariance_sigmas(extra, params["position_sigma"], params["orientation_sigma"])
-        self.covariance = [sp * sp if i == j < 3 else so * so if i == j else 0.0 for i in range(6) for j in range(6)]
+        self.covariance = diagonal_covariance([sp] * 3, [so] * 3)
+        self.per_frame = model.config.uncertainty == "aleatoric" and self.sigma_source != "parameters"
+        if self.per_frame:
+            decoder = model.pose_decoder
+            self.sigma_source = ("per-frame predicted sigmas, calibrated on validation (factors "
+                                 + ", ".join(f"{v:.3g}" for v in decoder.sigma_scale.tolist()) + ")"
+                                 if bool(decoder.calibrated) else "per-frame predicted sigmas, not calibrated (factor 1)")
         self.frames = LatestFrame(max_age=params["max_age"])
         self.failed = 0
         window = 1000  # frames kept for the percentiles
@@ -202,7 +216,8 @@ class LocalizeNode:
         cov = PoseWithCovarianceStamped()
         cov.header = pose.header
         cov.pose.pose = pose.pose
-        cov.pose.covariance = self.covariance
+        cov.pose.covariance = (diagonal_covariance(result.position_sigma_m, result.orientation_sigma_rad)
+                               if self.per_frame else self.covariance)
         self.cov_pub.publish(cov)
         if self.att_pub is not None and self.att_pub.get_num_connections() > 0:
             picture = attention_picture(self.localizer.model, image, result)
