@@ -27,7 +27,7 @@ from .plots import attention_picture
 from .runtime import localize
 from .metrics import layer_usage, run_model, task_metrics
 from .plots import plot_layer_usage, plot_sigma_vs_error, plot_trajectory, save_png
-from .uncertainty import uncertainty_metrics
+from .uncertainty import MCDropout, uncertainty_metrics
 from .pose import pose_errors
 
 log = logging.getLogger("jsla_fast.evaluate")
@@ -39,7 +39,7 @@ class EvaluationError(RuntimeError):
 
 def evaluate(checkpoint: str | Path, data: str | Path, fmt: str, out: str | Path, split: str = "test",
              batch_size: int = 16, overlays: int = 4, device: str = "cpu", skip_bad: bool = False,
-             workers: int = 0) -> dict:
+             workers: int = 0, mc_samples: int | None = None) -> dict:
     out = Path(out)
     model = load_checkpoint(checkpoint, map_location=device)
     extra = read_checkpoint(checkpoint)["extra"]
@@ -53,7 +53,13 @@ def evaluate(checkpoint: str | Path, data: str | Path, fmt: str, out: str | Path
     if task == "scene" and classes and dataset.records.classes != classes:
         raise EvaluationError(f"the dataset's classes differ from the checkpoint's ({len(dataset.records.classes)} "
                               f"vs {len(classes)}); evaluate on the dataset the model was trained on")
-    preds = run_model(model, DataLoader(dataset, batch_size=batch_size, num_workers=workers), device, progress=True)
+    if mc_samples is not None and task != "pose":
+        raise EvaluationError(f"--mc-samples {mc_samples}: MC dropout gives pose uncertainty; {checkpoint} is a scene model")
+    try:
+        runner = model if mc_samples is None else MCDropout(model, mc_samples)
+    except ValueError as e:
+        raise EvaluationError(f"--mc-samples: {e}") from None
+    preds = run_model(runner, DataLoader(dataset, batch_size=batch_size, num_workers=workers), device, progress=True)
     names = list(model.layer_names)
     results = {
         "checkpoint": str(checkpoint), "model": model.kind, "task": task, "data": str(data), "format": fmt,
@@ -65,8 +71,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, fmt: str, out: str | Path
         outputs = [_as_task_output(a, task) for a in preds.aux]
         results["per_step"] = [task_metrics(task, o, preds.targets, classes) for o in outputs]
     if preds.log_var is not None:  # uncertainty="aleatoric": how the (calibrated) sigmas describe the errors
-        results["uncertainty"] = {"calibrated": bool(model.pose_decoder.calibrated),
-                                  "factors": model.pose_decoder.sigma_scale.tolist(),
+        decoder = model.pose_decoder
+        results["uncertainty"] = {"calibrated": bool(getattr(decoder, "calibrated", False)),
+                                  "factors": decoder.sigma_scale.tolist() if hasattr(decoder, "sigma_scale") else None,
+                                  "mc_samples": mc_samples,
                                   **uncertainty_metrics(preds.outputs, preds.log_var, preds.targets)}
     out.mkdir(parents=True, exist_ok=True)
     files = [_write_predictions(out / "predictions.csv", dataset.records, preds, task, names, classes)]
@@ -135,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int)
     ap.add_argument("--skip-bad", action="store_true")
+    ap.add_argument("--mc-samples", type=int, help="test-time MC dropout: K head samples per image; reports "
+                    "the sigmas' coverage under 'uncertainty'")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         results = evaluate(args.checkpoint, args.data, args.format, args.out, args.split, args.batch_size,
-                           args.overlays, args.device, args.skip_bad)
+                           args.overlays, args.device, args.skip_bad, mc_samples=args.mc_samples)
     except (EvaluationError, CheckpointError, DataError) as e:
         log.error("%s", e)
         return 2

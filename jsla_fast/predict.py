@@ -37,7 +37,7 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     return found
 
 
-def describe(model, result, classes: list[str] | None) -> dict:
+def describe(model, result, classes: list[str] | None, mc_samples: int | None = None) -> dict:
     names = model.layer_names
     line: dict = {"layers": [names[i] for i in result.layers], "ms": round(result.ms, 3)}
     if result.pose is not None:
@@ -46,6 +46,8 @@ def describe(model, result, classes: list[str] | None) -> dict:
         if result.position_sigma_m is not None:  # uncertainty="aleatoric" models
             line.update(position_sigma_m=result.position_sigma_m, orientation_sigma_rad=result.orientation_sigma_rad,
                         sigma_calibrated=result.sigma_calibrated)
+            if mc_samples:
+                line["mc_samples"] = mc_samples
     else:
         p = torch.softmax(torch.tensor(result.logits), 0)
         k = int(p.argmax())
@@ -66,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="bfloat16: on CPUs with AVX512_BF16 or AMX, or on CUDA; float16: CUDA")
     ap.add_argument("--backbone", default="auto", choices=EXECUTOR_NAMES,
                     help="who runs the backbone on CPU (docs/PERFORMANCE.md, 'Backbone executors')")
+    ap.add_argument("--mc-samples", type=int, help="test-time MC dropout: K head samples per image (the backbone "
+                    "runs once); adds the samples' spread to the sigmas")
     ap.add_argument("--skip-bad", action="store_true", help="skip unreadable images and report their count")
     args = ap.parse_args(argv)
     try:
         localizer = Localizer(args.checkpoint, args.device, backend=args.backend, threads=args.threads,
-                              dtype=args.dtype, backbone=args.backbone)
+                              dtype=args.dtype, backbone=args.backbone, mc_samples=args.mc_samples)
         classes = read_checkpoint(args.checkpoint)["extra"].get("classes")
     except (CheckpointError, BackendUnavailable, ValueError, RuntimeError) as e:
         log.error("%s", e)
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped += 1
             continue
         result = localizer.localize(image)
-        print(json.dumps({"image": str(path), **describe(model, result, classes)}), flush=True)
+        print(json.dumps({"image": str(path), **describe(model, result, classes, args.mc_samples)}), flush=True)
         if args.overlay and result.attention:
             save_png(attention_picture(model, image, result), Path(args.overlay) / f"{path.stem}.attention.png")
     if skipped:

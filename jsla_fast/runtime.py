@@ -39,6 +39,7 @@ from .model.registry import load_checkpoint
 from .model.base import Model
 from .model.jsla import gather_attention
 from .normalization import default_normalization, preprocessing
+from .uncertainty import mc_dropout
 
 log = logging.getLogger("jsla_fast.runtime")
 
@@ -128,13 +129,21 @@ class Localizer:
     ``self.executor`` says which one did.
     ``check``: run one frame at construction, so a model that cannot run (its preprocessing, its
     shapes, the backend) raises here with the cause, before any camera frame arrives.
+    ``mc_samples``: test-time MC dropout with this many head samples per frame
+    (:func:`jsla_fast.uncertainty.mc_dropout`: the backbone and recurrence run once), drawn from a
+    generator seeded with ``mc_seed``; None: the deterministic model.
     """
 
     def __init__(self, source: str | Path | Model, device: str | torch.device = "cpu", backend: str = "auto",
                  threads: int | None = None, optimize: bool = True, channels_last: bool = True,
                  dtype: torch.dtype | str | None = None, cuda_graph: bool | None = None,
-                 backbone: str = "auto", check: bool = True) -> None:
+                 backbone: str = "auto", check: bool = True, mc_samples: int | None = None,
+                 mc_seed: int = 0) -> None:
         self.device = torch.device(device)
+        if mc_samples is not None and not (isinstance(mc_samples, int) and mc_samples >= 1):
+            raise ValueError(f"mc_samples must be an integer >= 1 (or None for no MC dropout), got {mc_samples!r}")
+        self.mc_samples = mc_samples
+        self.generator = torch.Generator(self.device).manual_seed(mc_seed) if mc_samples else None
         if threads:
             torch.set_num_threads(threads)
         model = source if isinstance(source, nn.Module) else load_checkpoint(source, map_location=self.device)
@@ -162,8 +171,10 @@ class Localizer:
                 self.executor = executor.name
             except RuntimeError as e:  # an exotic backbone the executor can't take: stay eager
                 log.warning("backbone stays eager (%s failed: %s)", executor.name, e)
-        if cuda_graph is None:
-            cuda_graph = optimize and self.device.type == "cuda" and model.has_static_form
+        if mc_samples and getattr(model, "pose_decoder", None) is None:
+            raise ValueError("mc_samples: MC dropout gives pose uncertainty; this checkpoint is a scene model")
+        if cuda_graph is None:  # MC dropout runs eager: a graph has no place for the sampled head
+            cuda_graph = optimize and self.device.type == "cuda" and model.has_static_form and not mc_samples
         if cuda_graph and (self.device.type != "cuda" or not model.has_static_form):
             raise ValueError("cuda_graph=True needs a CUDA device and a JSLA model "
                              f"(got device {self.device}, model {type(model).__name__})")
@@ -203,6 +214,8 @@ class Localizer:
         images = images.to(self.device, self.dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if self.mc_samples:
+            return mc_dropout(self.model, images, self.mc_samples, self.generator)
         if not self.cuda_graph:
             return self.model(images)
         graphed = self.graphs.get(tuple(images.shape))
@@ -234,8 +247,9 @@ def _sigmas(model, out) -> dict:
     if getattr(out, "log_var", None) is None:
         return {}
     sigma = torch.exp(out.log_var[0].double() / 2).cpu().tolist()
+    calibrated = getattr(model.pose_decoder, "calibrated", None)
     return {"position_sigma_m": sigma[:3], "orientation_sigma_rad": sigma[3:],
-            "sigma_calibrated": bool(model.pose_decoder.calibrated)}
+            "sigma_calibrated": bool(calibrated) if calibrated is not None else False}
 
 
 def localize(model: Model, image: torch.Tensor, device: torch.device | str = "cpu") -> Localization:

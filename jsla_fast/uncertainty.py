@@ -50,3 +50,62 @@ def uncertainty_metrics(pred: torch.Tensor, log_var: torch.Tensor, target: torch
                      "spearman_sigma_error": _spearman(s.square().sum(1).sqrt(), e.norm(dim=1)),
                      "median_sigma": float(s.square().sum(1).sqrt().median())}
     return out
+
+
+def mc_dropout(model, images: torch.Tensor, samples: int, generator: torch.Generator | None = None):
+    """Test-time MC dropout (Bayesian PoseNet, Kendall & Cipolla 2016) on a pose model whose
+    dropout sits right before its head (JSLA, PoseNet, LSTM-PoseNet): the backbone and the
+    recurrence run once, the head ``samples`` times on independently dropped-out copies of its
+    input. Returns the model's output with ``pose`` the samples' mean (positions averaged,
+    quaternions averaged after aligning their signs, then normalised) and ``log_var`` the
+    per-axis variance: the samples' spread (position, and rotation as rotation vectors about the
+    mean) plus, for an aleatoric model, the mean of their predicted variances. With
+    ``samples == 1`` and no dropout it is the deterministic output."""
+    if not (isinstance(samples, int) and samples >= 1):
+        raise ValueError(f"MC dropout samples must be an integer >= 1, got {samples!r}")
+    if model.pose_decoder is None:
+        raise ValueError("MC dropout gives pose uncertainty; this is a scene model")
+    captured = []
+    hook = model.head.register_forward_hook(lambda mod, args, out: captured.append(args[0]))
+    try:
+        out = model(images)
+    finally:
+        hook.remove()
+    features = captured[0]  # the head's input: the dropout's output, an identity at eval
+    p = float(model.dropout.p)
+    keep = torch.rand((samples, *features.shape), generator=generator, device=features.device) >= p
+    dropped = features[None] * keep.to(features.dtype) / (1.0 - p)
+    pose_k, _, log_var_k = model.pose_decoder(model.head(dropped.flatten(0, 1)))
+    pose_k = pose_k.view(samples, *out.pose.shape)
+    quat = pose_k[..., 3:]
+    quat = torch.where((quat * quat[:1]).sum(-1, keepdim=True) < 0, -quat, quat)  # one hemisphere
+    mean_q = quat[0]  # one sample: its own (already unit) quaternion, bit for bit
+    if samples > 1:
+        mean_q = quat.mean(0)
+        mean_q = mean_q / mean_q.norm(dim=-1, keepdim=True)
+        mean_q = torch.where(mean_q[..., :1] < 0, -mean_q, mean_q)
+    xyz = pose_k[..., :3]
+    rot = rotation_error_vector(quat.flatten(0, 1), mean_q.repeat(samples, 1)).view(samples, -1, 3)
+    var = torch.cat([xyz.var(0, unbiased=False), rot.square().mean(0)], dim=-1)
+    if log_var_k is not None:
+        var = var + torch.exp(log_var_k.view(samples, -1, 6)).mean(0)
+    out.pose = torch.cat([xyz.mean(0), mean_q], dim=-1)
+    out.log_var = torch.log(var.clamp_min(torch.finfo(var.dtype).tiny))
+    return out
+
+
+class MCDropout:
+    """A pose model whose forward is :func:`mc_dropout` with ``samples`` (for ``run_model``)."""
+
+    def __init__(self, model, samples: int, seed: int = 0) -> None:
+        if not (isinstance(samples, int) and samples >= 1):
+            raise ValueError(f"MC dropout samples must be an integer >= 1, got {samples!r}")
+        self.model, self.samples = model, samples
+        self.generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
+
+    def eval(self) -> MCDropout:
+        self.model.eval()
+        return self
+
+    def __call__(self, images: torch.Tensor):
+        return mc_dropout(self.model, images, self.samples, self.generator)

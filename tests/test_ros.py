@@ -303,7 +303,7 @@ def test_diagnostics_report_rates_drops_and_latency(node, camera):
 
 def test_bad_parameters_stop_the_node_at_start_with_a_clear_error(master):
     n = NodeProcess(master, name="loc_bad", image="/cam4/image_raw", device="tpu", max_age=-1, threads=1.5,
-                    dtype="float8", backbone="tensorrt")
+                    dtype="float8", backbone="tensorrt", mc_samples=-1)
     try:
         n.proc.wait(120)
     finally:
@@ -312,7 +312,7 @@ def test_bad_parameters_stop_the_node_at_start_with_a_clear_error(master):
     assert n.proc.returncode != 0
     for problem in ("~checkpoint is required", "~device 'tpu' must be one of auto, cpu, cuda", "~max_age must be > 0",
                     "~threads must be an integer", "~dtype 'float8' must be one of float32, float16, bfloat16",
-                    "~backbone 'tensorrt' must be one of auto, onednn, torchscript"):
+                    "~backbone 'tensorrt' must be one of auto, onednn, torchscript", "~mc_samples must be >= 0, got -1"):
         assert problem in text, text[-2000:]
 
 

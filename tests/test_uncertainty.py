@@ -132,3 +132,59 @@ def test_calibration_recovers_the_noise_level_and_the_metrics_read_a_gaussian(se
     target[wide, :3] *= 10
     log_var = torch.where(wide[:, None], 2 * math.log(3.0), 2 * math.log(0.3)).expand(n, 6).clone()
     assert uncertainty_metrics(pred, log_var, target)["position"]["spearman_sigma_error"] > 0.5
+
+
+def test_mc_dropout_runs_the_network_once_and_is_reproducible(seed):
+    from jsla_fast.runtime import Localizer
+    from jsla_fast.uncertainty import mc_dropout
+
+    torch.manual_seed(seed)
+    image = torch.rand(3, 240, 320)
+    # K = 1 without dropout: the deterministic pose, exactly
+    plain = JSLA(JSLAConfig(task="pose", dropout=0.0, steps=2, layers=("4e", "5b"))).eval()
+    want = Localizer(plain, mc_samples=None).localize(image)
+    got = Localizer(plain, mc_samples=1).localize(image)
+    assert got.pose == want.pose and want.position_sigma_m is None
+    # K samples: the backbone and the recurrence run once, the head K times
+    model = JSLA(JSLAConfig(task="pose", dropout=0.5, uncertainty="aleatoric", steps=2, layers=("4e", "5b"))).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(20)  # a head whose samples spread
+    calls = {"backbone": 0, "head": 0}
+    model.backbone.register_forward_hook(lambda *a: calls.__setitem__("backbone", calls["backbone"] + 1))
+    model.head.register_forward_hook(lambda *a: calls.__setitem__("head", calls["head"] + 1))
+    x = torch.randn(2, 3, 96, 96)
+    out = mc_dropout(model, x, 16, torch.Generator().manual_seed(1))
+    assert calls == {"backbone": 1, "head": 2}  # the normal forward, then all 16 samples in one batch
+    # without aleatoric outputs the variance is the samples' spread alone: real, not the clamp
+    spread_only = JSLA(JSLAConfig(task="pose", dropout=0.5, steps=2, layers=("4e", "5b"))).eval()
+    with torch.no_grad():
+        spread_only.head.weight.mul_(20)
+    assert spread_only(x).log_var is None
+    assert bool((mc_dropout(spread_only, x, 16, torch.Generator().manual_seed(1)).log_var > -20).all())
+    torch.testing.assert_close(out.pose[:, 3:].norm(dim=1), torch.ones(2))
+    # reproducible for a seed, different for another
+    a = mc_dropout(model, x, 16, torch.Generator().manual_seed(7)).pose
+    assert torch.equal(a, mc_dropout(model, x, 16, torch.Generator().manual_seed(7)).pose)
+    assert not torch.equal(a, mc_dropout(model, x, 16, torch.Generator().manual_seed(8)).pose)
+    import copy
+
+    loc1, loc2 = (Localizer(copy.deepcopy(model), mc_samples=8, mc_seed=3) for _ in range(2))
+    assert loc1.localize(image).pose == loc2.localize(image).pose
+
+
+@pytest.mark.parametrize("k", [0, -2, 1.5])
+def test_mc_samples_below_one_are_refused(k):
+    from jsla_fast.runtime import Localizer
+
+    with pytest.raises(ValueError, match=f"mc_samples must be an integer >= 1 .*got {k!r}"):
+        Localizer(JSLA(JSLAConfig(task="pose", steps=1, layers=("5b",))).eval(), mc_samples=k)
+
+
+def test_predict_and_evaluate_refuse_mc_samples_below_one_at_start(tmp_path):
+    import subprocess
+    import sys
+
+    path = save_checkpoint(JSLA(JSLAConfig(task="pose", steps=1, layers=("5b",))).eval(), tmp_path / "m.pt")
+    out = subprocess.run([sys.executable, "-m", "jsla_fast.predict", "--checkpoint", str(path), "--mc-samples", "0",
+                          str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "mc_samples must be an integer >= 1 (or None for no MC dropout), got 0" in out.stderr

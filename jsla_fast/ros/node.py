@@ -15,7 +15,9 @@ The covariance is diagonal (position in m², rotation in rad² about x, y, z): f
 per-image uncertainty (``uncertainty="aleatoric"``) each frame's own predicted variances (scaled
 by the checkpoint's calibration, when it has one); otherwise, per axis, the root-mean-square
 validation error of the checkpoint divided by sqrt(3). ``~position_sigma`` / ``~orientation_sigma``
-(> 0) override both. ``/diagnostics`` ("covariance") says which.
+(> 0) override both. ``~mc_samples`` K > 0 adds test-time MC dropout (the head sampled K times per
+frame; its spread joins the variances, and for a model without aleatoric uncertainty it is the
+covariance). ``/diagnostics`` ("covariance") says which.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ def read_params() -> dict:
         "compressed": rospy.get_param("~compressed", False),
         "publish_attention": rospy.get_param("~publish_attention", True),
         "threads": rospy.get_param("~threads", 0),
+        "mc_samples": rospy.get_param("~mc_samples", 0),
         "position_sigma": rospy.get_param("~position_sigma", 0.0),
         "orientation_sigma": rospy.get_param("~orientation_sigma", 0.0),
         "test_delay": rospy.get_param("~test_delay", 0.0),  # tests only: makes inference this much slower
@@ -88,6 +91,7 @@ def read_params() -> dict:
             problems.append(f"~{key} must be true or false, got {p[key]!r}")
     number("max_age", float, 0, strict=True)
     number("threads", int, 0, strict=False)
+    number("mc_samples", int, 0, strict=False)
     for key in ("position_sigma", "orientation_sigma", "test_delay"):
         number(key, float, 0, strict=False)
     if problems:
@@ -132,12 +136,16 @@ class LocalizeNode:
                              "publishes camera poses: give it a checkpoint trained with task 'pose'")
         self.localizer = Localizer(model, params["device"],
                                    backend=params["backend"], threads=params["threads"] or None,
-                                   dtype=params["dtype"], backbone=params["backbone"])
+                                   dtype=params["dtype"], backbone=params["backbone"],
+                                   mc_samples=params["mc_samples"] or None)
         extra = payload.get("extra", {})
         sp, so, self.sigma_source = covariance_sigmas(extra, params["position_sigma"], params["orientation_sigma"])
         self.covariance = diagonal_covariance([sp] * 3, [so] * 3)
-        self.per_frame = model.config.uncertainty == "aleatoric" and self.sigma_source != "parameters"
-        if self.per_frame:
+        self.per_frame = ((model.config.uncertainty == "aleatoric" or params["mc_samples"] > 0)
+                          and self.sigma_source != "parameters")
+        if self.per_frame and model.config.uncertainty != "aleatoric":
+            self.sigma_source = f"per-frame MC dropout spread of {params['mc_samples']} samples, not calibrated"
+        elif self.per_frame:
             decoder = model.pose_decoder
             self.sigma_source = ("per-frame predicted sigmas, calibrated on validation (factors "
                                  + ", ".join(f"{v:.3g}" for v in decoder.sigma_scale.tolist()) + ")"
