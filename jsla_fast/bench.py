@@ -47,7 +47,7 @@ from .config import JSLAConfig, layer_shapes
 from .model import JSLA
 from .ops import BACKENDS, attention_reference, available, convlstm_step_reference
 from .ops.cost import attention_cost, convlstm_cost
-from .executors import EXECUTORS, resolve_executor
+from .executors import EXECUTORS, compile_openvino, openvino_precision, resolve_executor
 from .runtime import Localizer
 
 log = logging.getLogger("jsla_fast.bench")
@@ -83,7 +83,7 @@ def measure(fn: Callable[[], object], repeat: int, warmup: int, device: torch.de
 
 
 def measure_rounds(fns: dict[str, Callable[[], object]], repeat: int, warmup: int, device: torch.device,
-                   rounds: int = 5) -> dict[str, list[float]]:
+                   rounds: int = ROUNDS) -> dict[str, list[float]]:
     """Milliseconds per call for each of ``fns``, measured in ``rounds`` alternating blocks (each
     block warms up, then takes repeat/rounds samples), so drift of a shared machine's speed
     falls on every backend alike and the ratios stay fair."""
@@ -168,7 +168,7 @@ def op_functions(backends: list[str], device: torch.device) -> dict[str, tuple[C
     return fns
 
 
-def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks, rounds=None) -> list[dict]:
+def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks, rounds=ROUNDS) -> list[dict]:
     rows = []
     fns = op_functions(backends, device)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -196,9 +196,9 @@ def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks, rounds=No
     return rows
 
 
-def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, warmup, device, rounds=None) -> list[dict]:
+def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, warmup, device, rounds=ROUNDS) -> list[dict]:
     with torch.inference_mode():
-        times = measure_rounds(calls, repeat, warmup, device, rounds or ROUNDS)
+        times = measure_rounds(calls, repeat, warmup, device, rounds)
     floor = max(flops / (peaks["peak_gflops"] * 1e9), nbytes / (peaks["peak_gbps"] * 1e9))
     rows = []
     for backend, samples in times.items():
@@ -216,7 +216,7 @@ def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, war
 
 
 def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint, executors=("auto",),
-              rounds=None) -> list[dict]:
+              rounds=ROUNDS) -> list[dict]:
     """Rows ``e2e``: the reference eager model, each fused backend through the Localizer (with each
     backbone executor of ``executors``; on CUDA also with its CUDA graph), torch.compile of the
     reference, and on CPU the exported static form in onnxruntime and in OpenVINO (f32 and its
@@ -264,7 +264,7 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint, exec
             peak[backend, runtime, tuple(extra.items())] = mem.mb
         with torch.inference_mode():
             times = measure_rounds({(b, r, tuple(e.items())): fn for b, r, e, fn in runs}, repeat, warmup, device,
-                                   rounds or ROUNDS)
+                                   rounds)
         for (backend, runtime, extra), samples in times.items():
             s = summary(samples)
             log.info("e2e %s (%s%s) batch %d: %.2f ms", backend, runtime,
@@ -278,7 +278,7 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint, exec
     return rows
 
 
-def bench_backbone(batches, dtype, repeat, warmup, executors, rounds=None) -> list[dict]:
+def bench_backbone(batches, dtype, repeat, warmup, executors, rounds=ROUNDS) -> list[dict]:
     """Rows ``backbone`` (CPU): the JSLA backbone alone (BN folded, 224x224) in each Localizer
     executor of ``executors`` at ``dtype``, and in OpenVINO at f32 and at its default precision,
     against the eager module (``reference``, ``eager``): the comparison behind the executors'
@@ -307,7 +307,7 @@ def bench_backbone(batches, dtype, repeat, warmup, executors, rounds=None) -> li
                 runs["openvino", "float32", (("runtime", runtime), ("precision", ov.reported_precision))] = (
                     lambda b=ov: b(example))
         with torch.inference_mode():
-            times = measure_rounds(runs, repeat, warmup, torch.device("cpu"), rounds or ROUNDS)
+            times = measure_rounds(runs, repeat, warmup, torch.device("cpu"), rounds)
         for (backend, dt, extra), samples in times.items():
             s = summary(samples)
             log.info("backbone %s %s%s batch %d: %.2f ms", backend, dt, "".join(f", {k} {v}" for k, v in extra),
@@ -400,18 +400,15 @@ def _exported_runs(name: str, path: Path | None, images: torch.Tensor) -> list[t
         opts.inter_op_num_threads = 1
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return [("onnxruntime", "onnxruntime", {}, lambda: session.run(None, {"images": feed}))]
-    try:
-        import openvino as ov
-    except ImportError:
+    if EXECUTORS["openvino"].unavailable() is not None:
         log.warning("openvino is not installed: no openvino rows (pip install openvino)")
         return []
-    core, runs = ov.Core(), []
-    for runtime, hint in (("f32", {"INFERENCE_PRECISION_HINT": "f32"}), ("default", {})):
-        compiled = core.compile_model(str(path), "CPU", {**hint, "PERFORMANCE_HINT": "LATENCY",
-                                                         "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    runs = []
+    for runtime, precision in (("f32", "f32"), ("default", None)):
+        compiled = compile_openvino(str(path), precision)
         request = compiled.create_infer_request()
-        precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        runs.append(("openvino", runtime, {"precision": precision}, lambda r=request: r.infer({0: feed})))
+        runs.append(("openvino", runtime, {"precision": openvino_precision(compiled)},
+                     lambda r=request: r.infer({0: feed})))
     return runs
 
 

@@ -101,22 +101,34 @@ class OpenVINOBackbone(nn.Module):
             warnings.simplefilter("ignore")
             converted = ov.convert_model(source, example_input=example.float().contiguous(),
                                          input=[ov.PartialShape([-1, 3, -1, -1])])
-        hint = {} if precision is None else {"INFERENCE_PRECISION_HINT": precision}  # None: OpenVINO's default
-        self.compiled = ov.Core().compile_model(converted, "CPU", {
-            **hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        self.compiled = compile_openvino(converted, precision)
         self.request = self.compiled.create_infer_request()
         self.dtype = example.dtype
 
     @property
     def reported_precision(self) -> str:
-        """The precision OpenVINO says it runs (its answer, not our request)."""
-        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        return openvino_precision(self.compiled)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = np.ascontiguousarray(x.detach().float().numpy())
         self.request.infer({0: x})
         outs = [torch.from_numpy(self.request.get_output_tensor(i).data) for i in range(len(self.names))]
         return {n: o if o.dtype == self.dtype else o.to(self.dtype) for n, o in zip(self.names, outs)}
+
+
+def compile_openvino(model, precision: str | None):
+    """``model`` (an OpenVINO model or a model file) compiled for this CPU with the latency hint
+    and torch's thread count; ``precision``: ``INFERENCE_PRECISION_HINT`` (None: OpenVINO's default)."""
+    import openvino as ov
+
+    hint = {} if precision is None else {"INFERENCE_PRECISION_HINT": precision}
+    return ov.Core().compile_model(model, "CPU", {**hint, "PERFORMANCE_HINT": "LATENCY",
+                                                   "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+
+
+def openvino_precision(compiled) -> str:
+    """The precision a compiled OpenVINO model says it runs (its answer, not our request)."""
+    return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def _float32_copy(module: nn.Module) -> nn.Module:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import JSLAConfig
+from .pose import rotation_error_vector
 
 #: a term of the mean pose below this (1 cm; quaternion distance 0.01, about 1.1 deg) is taken as
 #: this, so a nearly constant target (one orientation for every image) gets a bounded weight
@@ -34,18 +35,6 @@ def posenet_terms(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     q_hat = F.normalize(pred[:, 3:], dim=1)
     lq = (target[:, 3:] - q_hat).norm(dim=1).mean()
     return lx, lq
-
-
-def rotation_error_vector(q_pred: torch.Tensor, q_true: torch.Tensor) -> torch.Tensor:
-    """``[B,3]``: the rotation from the true to the predicted orientation as ``2 vec(q_true^-1 q^)``
-    (q^ the normalised prediction, sign chosen so w >= 0): the rotation vector, in radians, to
-    first order (2 sin(theta/2) times the axis), smooth everywhere, per axis of the camera frame."""
-    q = F.normalize(q_pred, dim=1)
-    w1, v1 = q_true[:, :1], -q_true[:, 1:]  # the inverse of a unit quaternion
-    w2, v2 = q[:, :1], q[:, 1:]
-    w = w1 * w2 - (v1 * v2).sum(1, keepdim=True)
-    v = w1 * v2 + w2 * v1 + torch.cross(v1, v2, dim=1)
-    return 2 * torch.where(w < 0, -v, v)
 
 
 def aleatoric_nll(pose_raw: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ def run_model(model, loader: DataLoader, device: torch.device | str = "cpu", pro
         layers.append(out.layers.cpu())
         if out.aux:
             aux.append([a.float().cpu() for a in out.aux])
-        if getattr(out, "log_var", None) is not None:
+        if out.log_var is not None:
             log_var.append(out.log_var.float().cpu())
     steps_aux = [torch.cat([a[t] for a in aux]) for t in range(len(aux[0]))] if aux else []
     return Predictions(torch.cat(outs), torch.cat(targets), torch.cat(layers), steps_aux,

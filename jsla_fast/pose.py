@@ -86,6 +86,18 @@ def rotation_error_deg(q_pred: torch.Tensor, q_true: torch.Tensor) -> torch.Tens
     return torch.rad2deg(2 * torch.atan2(v.norm(dim=-1), w.abs()))
 
 
+def rotation_error_vector(q_pred: torch.Tensor, q_true: torch.Tensor) -> torch.Tensor:
+    """``[B,3]``: the rotation from the true to the predicted orientation as ``2 vec(q_true^-1 q^)``
+    (q^ the normalised prediction, sign chosen so w >= 0): the rotation vector, in radians, to
+    first order (2 sin(theta/2) times the axis), smooth everywhere, per axis of the camera frame."""
+    q = q_pred / q_pred.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    w1, v1 = q_true[:, :1], -q_true[:, 1:]  # the inverse of a unit quaternion
+    w2, v2 = q[:, :1], q[:, 1:]
+    w = w1 * w2 - (v1 * v2).sum(1, keepdim=True)
+    v = w1 * v2 + w2 * v1 + torch.cross(v1, v2, dim=1)
+    return 2 * torch.where(w < 0, -v, v)
+
+
 def pose_errors(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample (translation error in metres, rotation error in degrees) for poses ``[...,7]``."""
     return translation_error(pred, target), rotation_error_deg(pred[..., 3:], target[..., 3:])

@@ -43,7 +43,7 @@ def describe(model, result, classes: list[str] | None, mc_samples: int | None = 
     if result.pose is not None:
         x, y, z, qw, qx, qy, qz = result.pose
         line.update(position=[x, y, z], orientation_wxyz=[qw, qx, qy, qz], orientation_xyzw=[qx, qy, qz, qw])
-        if result.position_sigma_m is not None:  # uncertainty="aleatoric" models
+        if result.position_sigma_m is not None:  # uncertainty="aleatoric" models, MC dropout
             line.update(position_sigma_m=result.position_sigma_m, orientation_sigma_rad=result.orientation_sigma_rad,
                         sigma_calibrated=result.sigma_calibrated)
             if mc_samples:

@@ -10,9 +10,9 @@ What it does to the loaded model (each exact in eval, each an option):
   selector's FC), and the attention's E_att -> BN -> C_A into one 5x5 conv once
   (docs/DESIGN.md, "The model"), so the fused attention op gets its weights without per-frame work;
 - channels-last memory format for the backbone's convolutions;
-- on CPU, the backbone run by an executor of :mod:`jsla_fast.executors` (``backbone``: OpenVINO
-  when installed, else a frozen TorchScript graph; Inductor by name), the recurrent part on the
-  fused ops; ``dtype="bfloat16"`` on CPUs with native bfloat16 (AVX512_BF16 or AMX);
+- on CPU, the backbone run by an executor of :mod:`jsla_fast.executors` (``backbone``; ``auto``:
+  packed oneDNN convolutions with fused ReLU and the C++ max pool, others by name), the recurrent
+  part on the fused ops; ``dtype="bfloat16"`` on CPUs with native bfloat16 (AVX512_BF16 or AMX);
 - on CUDA, an optional fp16/bf16 ``dtype`` (folding is done in fp32 first), and the whole
   per-frame forward captured in a CUDA graph per input shape and replayed: one launch of the
   graph instead of hundreds of kernel launches. The layer choice is data dependent, so the graph
@@ -39,7 +39,7 @@ from .model.registry import load_checkpoint
 from .model.base import Model
 from .model.jsla import gather_attention
 from .normalization import default_normalization, preprocessing
-from .uncertainty import mc_dropout
+from .uncertainty import check_samples, mc_dropout
 
 log = logging.getLogger("jsla_fast.runtime")
 
@@ -53,8 +53,8 @@ class Localization:
     layers: list[int]
     attention: list[np.ndarray]  #: per step [h,w]
     ms: float  #: preprocessing + forward, wall clock
-    #: ``uncertainty="aleatoric"`` models: per-axis standard deviations, position x,y,z (m) and
-    #: rotation about x,y,z (rad), and whether they were calibrated; None otherwise
+    #: ``uncertainty="aleatoric"`` models or MC dropout: per-axis standard deviations, position
+    #: x,y,z (m) and rotation about x,y,z (rad), and whether they were calibrated; None otherwise
     position_sigma_m: list[float] | None = None
     orientation_sigma_rad: list[float] | None = None
     sigma_calibrated: bool | None = None
@@ -140,8 +140,8 @@ class Localizer:
                  backbone: str = "auto", check: bool = True, mc_samples: int | None = None,
                  mc_seed: int = 0) -> None:
         self.device = torch.device(device)
-        if mc_samples is not None and not (isinstance(mc_samples, int) and mc_samples >= 1):
-            raise ValueError(f"mc_samples must be an integer >= 1 (or None for no MC dropout), got {mc_samples!r}")
+        if mc_samples is not None:
+            check_samples(mc_samples)
         self.mc_samples = mc_samples
         self.generator = torch.Generator(self.device).manual_seed(mc_seed) if mc_samples else None
         if threads:
@@ -204,7 +204,7 @@ class Localizer:
             raise RuntimeError(f"{what} cannot run ({type(e).__name__}: {e}); nothing was started") from e
 
     def _example(self, model) -> torch.Tensor:
-        size = preprocessing(model).crop if model.normalization is not None else 224
+        size = preprocessing(model).crop or 224
         example = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
         return example.contiguous(memory_format=torch.channels_last) if self.channels_last else example
 
@@ -244,12 +244,11 @@ class Localizer:
 
 def _sigmas(model, out) -> dict:
     """The Localization's sigma fields from an output with log-variances (else nothing)."""
-    if getattr(out, "log_var", None) is None:
+    if out.log_var is None:
         return {}
     sigma = torch.exp(out.log_var[0].double() / 2).cpu().tolist()
-    calibrated = getattr(model.pose_decoder, "calibrated", None)
     return {"position_sigma_m": sigma[:3], "orientation_sigma_rad": sigma[3:],
-            "sigma_calibrated": bool(calibrated) if calibrated is not None else False}
+            "sigma_calibrated": bool(getattr(model.pose_decoder, "calibrated", False))}
 
 
 def localize(model: Model, image: torch.Tensor, device: torch.device | str = "cpu") -> Localization:

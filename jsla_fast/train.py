@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import PRESETS, ConfigError, RunConfig, apply_preset
 from .data import FORMATS, DataError, data_format, open_dataset
-from .losses import JSLALoss, rotation_error_vector
+from .losses import JSLALoss
+from .pose import rotation_error_vector
 from .metrics import run_model, task_metrics
 from .model.registry import MODELS, Model
 from .model.pretrained import load_caffe_googlenet, load_torchvision_googlenet

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .losses import rotation_error_vector
+from .pose import rotation_error_vector
 
 
 def axis_errors(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +52,12 @@ def uncertainty_metrics(pred: torch.Tensor, log_var: torch.Tensor, target: torch
     return out
 
 
+def check_samples(samples) -> None:
+    """The one check of an MC-dropout sample count (Localizer, predict, evaluate, the node)."""
+    if not (isinstance(samples, int) and samples >= 1):
+        raise ValueError(f"mc_samples must be an integer >= 1 (or None for no MC dropout), got {samples!r}")
+
+
 def mc_dropout(model, images: torch.Tensor, samples: int, generator: torch.Generator | None = None):
     """Test-time MC dropout (Bayesian PoseNet, Kendall & Cipolla 2016) on a pose model whose
     dropout sits right before its head (JSLA, PoseNet, LSTM-PoseNet): the backbone and the
@@ -61,8 +67,7 @@ def mc_dropout(model, images: torch.Tensor, samples: int, generator: torch.Gener
     per-axis variance: the samples' spread (position, and rotation as rotation vectors about the
     mean) plus, for an aleatoric model, the mean of their predicted variances. With
     ``samples == 1`` and no dropout it is the deterministic output."""
-    if not (isinstance(samples, int) and samples >= 1):
-        raise ValueError(f"MC dropout samples must be an integer >= 1, got {samples!r}")
+    check_samples(samples)
     if model.pose_decoder is None:
         raise ValueError("MC dropout gives pose uncertainty; this is a scene model")
     captured = []
@@ -98,8 +103,7 @@ class MCDropout:
     """A pose model whose forward is :func:`mc_dropout` with ``samples`` (for ``run_model``)."""
 
     def __init__(self, model, samples: int, seed: int = 0) -> None:
-        if not (isinstance(samples, int) and samples >= 1):
-            raise ValueError(f"MC dropout samples must be an integer >= 1, got {samples!r}")
+        check_samples(samples)
         self.model, self.samples = model, samples
         self.generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
 

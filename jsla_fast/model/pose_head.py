@@ -22,6 +22,7 @@ class PoseDecoder(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(3))
         self.register_buffer("scale", torch.ones(1))
+        self.uncertainty = uncertainty
         if uncertainty:
             self.register_buffer("sigma_scale", torch.ones(2))
             self.register_buffer("calibrated", torch.tensor(False))
@@ -41,17 +42,17 @@ class PoseDecoder(nn.Module):
         self.scale.fill_(max(float(rms), 1e-3))
 
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``raw [B,7]`` or ``[B,13]`` -> ``(pose, pose_raw, log_var)``: both poses with the position
-        in metres; ``pose`` has the unit quaternion (qw >= 0), ``pose_raw`` the quaternion as
-        predicted (for the loss). With 13 outputs the last 6 are log-variances, returned as
+        """``raw [B,7]`` (``[B,13]`` with ``uncertainty``) -> ``(pose, pose_raw, log_var)``: both poses
+        with the position in metres; ``pose`` has the unit quaternion (qw >= 0), ``pose_raw`` the
+        quaternion as predicted (for the loss). With uncertainty the last 6 are log-variances, as
         ``log_var [B,6]``: position x, y, z in m^2 (the head's standardised units shifted by
         2 log scale, so an untrained head starts at sigma = the training positions' spread) and
         rotation about x, y, z in rad^2; otherwise None."""
         xyz = raw[:, :3] * self.scale + self.mean
         quat = raw[:, 3:7]
         log_var = None
-        if raw.shape[1] == 13:
-            calib = 2 * torch.log(self.sigma_scale) if hasattr(self, "sigma_scale") else raw.new_zeros(2)
+        if self.uncertainty:
+            calib = 2 * torch.log(self.sigma_scale)
             log_var = torch.cat([raw[:, 7:10] + 2 * torch.log(self.scale) + calib[0], raw[:, 10:13] + calib[1]], dim=1)
         pose_raw = torch.cat([xyz, quat], dim=1)
         return torch.cat([xyz, canonical_quaternion(quat)], dim=1), pose_raw, log_var

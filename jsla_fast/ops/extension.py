@@ -73,11 +73,8 @@ def _register() -> None:
 
     @torch.library.register_fake("jsla::max_pool2d")
     def _(x, kernel, stride, padding, ceil_mode):
-        size = [((n + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1) for n, k, s, p in
-                zip(x.shape[2:], kernel, stride, padding)]
-        size = [o - 1 if ceil_mode and (o - 1) * s >= n + p else o for o, n, s, p in
-                zip(size, x.shape[2:], stride, padding)]
-        return x.new_empty(x.shape[0], x.shape[1], *size).contiguous(memory_format=torch.channels_last)
+        out = torch.nn.functional.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+        return out.contiguous(memory_format=torch.channels_last)
 
     register_autograd("jsla::attention", "jsla::convlstm_step")
 
