@@ -134,6 +134,8 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path) -> JSLAConfig:
     """The model config a payload from :func:`read_checkpoint` records; ``path`` names it in errors."""
     saved = dict(payload["config"])
     saved.setdefault("attention_rescale", False)  # checkpoints from before the field ran the paper's O
+    if saved.get("uncertainty") == "aleatoric":  # aleatoric heads from before loss.aleatoric: one 13-output FC
+        saved["loss"] = {"aleatoric": "attenuation", **saved.get("loss", {})}
     try:
         return JSLAConfig.from_dict(saved)
     except ConfigError as e:
@@ -145,14 +147,15 @@ def load_weights(model, payload: dict[str, Any], path: str | Path) -> None:
     every mismatch."""
     state = payload["state_dict"]
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
              if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
+    # not strict: modules fill in what older files lack (PoseDecoder's MC calibration); what is
+    # still missing or unexpected after that is an error
+    result = model.load_state_dict(state, strict=False) if not wrong else None
+    if wrong or result.missing_keys or result.unexpected_keys:
+        missing, unexpected = (result.missing_keys, result.unexpected_keys) if result else ([], [])
         raise CheckpointError(path, f"weights do not match the config: missing {missing[:3]}, "
                                     f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
-    model.load_state_dict(state)
     if payload.get("normalization") is None:  # only files older than save_checkpoint's default
         model.normalization = default_normalization()
         log.warning("%s records no input preprocessing; using the default: %s", path,

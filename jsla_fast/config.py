@@ -48,6 +48,12 @@ BACKBONE_STYLES = ("torchvision", "caffe")
 TAU_SCHEDULES = ("exponential", "linear")
 #: per-image uncertainty of the pose head: none (the paper) or aleatoric (Kendall & Gal 2017)
 UNCERTAINTY = ("none", "aleatoric")
+#: how an aleatoric head is trained (docs/TRAINING.md, "Per-image uncertainty"): "decoupled" (the
+#: default) trains the network with the pose loss alone and the head's variance outputs, on the
+#: network's features with their gradient stopped, by Kendall & Gal's likelihood of the pose's
+#: errors; "attenuation" is their likelihood for pose and variances together, which lets the
+#: network discount its hard images (measured: it nearly doubled the demo's JSLA's position error)
+ALEATORIC_LOSSES = ("decoupled", "attenuation")
 
 
 class ConfigError(ValueError):
@@ -89,10 +95,14 @@ class LossConfig(YamlConfig):
     s_x_init: float | None = None
     s_q_init: float | None = None
     aux_weight: float = 0.3  #: weight of the mean per-step auxiliary loss, when aux heads exist (ours)
+    aleatoric: str = "decoupled"  #: with model.uncertainty: aleatoric, one of ALEATORIC_LOSSES
 
     def __post_init__(self) -> None:
         if self.beta < 0:
             raise ConfigError(f"loss.beta = {self.beta} must be >= 0")
+        if self.aleatoric not in ALEATORIC_LOSSES:
+            raise ConfigError(f"loss.aleatoric = {self.aleatoric!r} is not a way to train an aleatoric head; "
+                              f"use one of {ALEATORIC_LOSSES}")
 
 
 @dataclass
@@ -126,7 +136,8 @@ class JSLAConfig(YamlConfig):
     dropout: float = 0.5
     aux_heads: bool = False  #: per-step auxiliary heads on each h_t
     #: "aleatoric": the pose head also predicts a log-variance per position axis (m^2) and per
-    #: rotation axis (rad^2), trained by the Gaussian likelihood (losses.aleatoric_nll) (ours)
+    #: rotation axis (rad^2), trained by the Gaussian likelihood (losses.aleatoric_nll) as
+    #: ``loss.aleatoric`` says (ours)
     uncertainty: str = "none"
     loss: LossConfig = field(default_factory=LossConfig)
 

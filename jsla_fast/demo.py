@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shutil
 import statistics
 import subprocess
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write
+from .checkpoint import read_checkpoint
 from .model.registry import load_checkpoint
 from .config import PRESETS, DataConfig, JSLAConfig, RunConfig, TrainConfig, apply_preset
 from .data import load_image, read_records
@@ -49,11 +51,13 @@ log = logging.getLogger("jsla_fast.demo")
 #: over one area of the room and 2 test walks through it; 64 x 64 centre crops, no dropout; JSLA
 #: on a 7 x 7 grid, without aux heads (they cost it 0.06-0.08 m here); gradients clipped to norm 1
 #: (TrainConfig's default). Adam's learning rate per model, each chosen on the validation split
-#: from 2.5e-4, 5e-4, 1e-3 and 2e-3 on two scenes (LSTM-PoseNet takes PoseNet's: not tuned)
+#: from 2.5e-4, 5e-4, 1e-3 and 2e-3 on two scenes (LSTM-PoseNet takes PoseNet's: not tuned). Every
+#: model predicts calibrated per-image sigmas (aleatoric head trained decoupled: the pose training
+#: is unchanged, measured in docs/TRAINING.md)
 DEFAULT = {"train": 720, "test": 200, "sequences": (6, 2), "size": (128, 96), "epochs": 15, "resize": 64,
            "crop": 64, "random_crop": False, "batch_size": 16,
            "lr": {"jsla": 5e-4, "posenet": 2.5e-4, "poselstm": 2.5e-4},
-           "model": {"grid": 7, "dropout": 0.0, "aux_heads": False}}
+           "model": {"grid": 7, "dropout": 0.0, "aux_heads": False, "uncertainty": "aleatoric"}}
 QUICK = {**DEFAULT, "train": 24, "test": 8, "sequences": (2, 1), "size": (64, 48), "epochs": 1, "resize": 40,
          "crop": 32, "model": {**DEFAULT["model"], "aux_heads": True}}
 #: --preset paper: the paper's input (256 -> 224 crops), batch 40 and Adam, JSLA's 14 x 14 grid; hours on a CPU
@@ -141,6 +145,9 @@ def summary_markdown(summary: dict) -> str:
         usage = "; ".join(f"step {t + 1}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in u.items() if v > 0)
                           for t, u in enumerate(summary["jsla"]["layer_usage"]))
         lines += ["", f"JSLA layer usage on the test images: {usage}."]
+    for key, label in MODELS.items():
+        if summary.get(key, {}).get("uncertainty"):
+            lines += ["", uncertainty_sentence(label, summary[key]["uncertainty"])]
     if "ros" in summary:
         r = summary["ros"]
         lines += ["", f"ROS replay of the test trajectory through `localize_node` ({r['answered']}/{r['frames']} images "
@@ -150,6 +157,20 @@ def summary_markdown(summary: dict) -> str:
     plots = ", ".join(f"`{k}/eval/`" for k in MODELS if k in summary)
     lines += ["", f"Total demo time: {s['total_seconds']:.0f} s. Plots: {plots}."]
     return "\n".join(lines) + "\n"
+
+
+def uncertainty_sentence(label: str, u: dict) -> str:
+    """How a model's per-image sigmas describe its test errors, and how they were calibrated."""
+    c = u.get("calibration")
+    how = (f"calibrated on the {c['images']} validation images by the factors {c['position']:.2f} (position) and "
+           f"{c['rotation']:.2f} (rotation)" if c else "not calibrated (factor 1)")
+    p, r = u["position"], u["rotation"]
+    return (f"{label}'s per-image sigmas (aleatoric head, trained `{u['loss']}`; {how}): "
+            f"of the per-axis test errors, {100 * p['within_1_sigma']:.0f} % / {100 * p['within_2_sigma']:.0f} % "
+            f"in position and {100 * r['within_1_sigma']:.0f} % / {100 * r['within_2_sigma']:.0f} % in rotation lie "
+            f"within 1 / 2 sigma (a Gaussian: 68 % / 95 %); Spearman correlation of an image's sigma with its error "
+            f"{p['spearman_sigma_error']:.2f} (position), {r['spearman_sigma_error']:.2f} (rotation); median sigma "
+            f"{p['median_sigma']:.3f} m, {math.degrees(r['median_sigma']):.2f} deg.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         summary[kind] = {k: results[k] for k in ("median_t_m", "median_r_deg", "mean_t_m", "mean_r_deg",
                                                  "seconds_per_image", "layer_usage", "count") if k in results}
         summary[kind]["per_step"] = results.get("per_step", [])
+        if "uncertainty" in results:  # the test split's coverage, and the factors train fitted on validation
+            summary[kind]["uncertainty"] = dict(results["uncertainty"], loss=configs[kind].model.loss.aleatoric,
+                                                calibration=read_checkpoint(best)["extra"].get("calibration"))
         summary[kind].update(train_seconds=train_seconds, checkpoint=str(best))
     refs = reference_results(data, "7scenes", cfg.data)
     summary.update({key: refs[key] for key in REFERENCES})

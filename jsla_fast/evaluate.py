@@ -27,7 +27,7 @@ from .plots import attention_picture
 from .runtime import localize
 from .metrics import layer_usage, run_model, task_metrics
 from .plots import plot_layer_usage, plot_sigma_vs_error, plot_trajectory, save_png
-from .uncertainty import MCDropout, uncertainty_metrics
+from .uncertainty import MCDropout, calibration_note, sigmas_calibrated, uncertainty_metrics
 from .pose import pose_errors
 
 log = logging.getLogger("jsla_fast.evaluate")
@@ -70,10 +70,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, fmt: str, out: str | Path
     if preds.aux:
         outputs = [_as_task_output(a, task) for a in preds.aux]
         results["per_step"] = [task_metrics(task, o, preds.targets, classes) for o in outputs]
-    if preds.log_var is not None:  # uncertainty="aleatoric": how the (calibrated) sigmas describe the errors
+    if preds.log_var is not None:  # aleatoric or MC dropout: how the (calibrated) sigmas describe the errors
         decoder = model.pose_decoder
-        results["uncertainty"] = {"calibrated": bool(getattr(decoder, "calibrated", False)),
-                                  "factors": decoder.sigma_scale.tolist() if hasattr(decoder, "sigma_scale") else None,
+        factors = (decoder.mc_scale if mc_samples else getattr(decoder, "sigma_scale", None))
+        results["uncertainty"] = {"calibrated": sigmas_calibrated(model, mc_samples),
+                                  "factors": factors.tolist() if factors is not None else None,
+                                  "source": calibration_note(model, mc_samples),
                                   "mc_samples": mc_samples,
                                   **uncertainty_metrics(preds.outputs, preds.log_var, preds.targets)}
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ The graph is the reference model in eval mode with a static layer selection: eve
 layer's branch runs and each sample's chosen one is gathered by index, which equals running only
 the chosen branch exactly (ONNX has no per-sample dynamic choice; this costs the unchosen branches'
 compute). Input ``images`` [B,3,H,W], normalised as the checkpoint records (B dynamic); outputs
-``pose`` [B,7] (x,y,z,qw,qx,qy,qz) or ``logits`` [B,classes], and ``layers`` [B,N] (int64).
+``pose`` [B,7] (x,y,z,qw,qx,qy,qz) or ``logits`` [B,classes], ``layers`` [B,N] (int64) and,
+for a model with aleatoric uncertainty, ``log_var`` [B,6]: the calibrated per-axis log-variances
+(position x,y,z in m^2, rotation about x,y,z in rad^2, as ``predict`` reports their roots).
 Attention maps are not exported. After writing, the file is run with ONNX Runtime (when
 installed) and compared with PyTorch; a mismatch is an error.
 """
@@ -30,16 +32,23 @@ log = logging.getLogger("jsla_fast.export")
 TOLERANCE = 1e-4
 
 
+def output_names(model) -> list[str]:
+    """The exported graph's outputs, in order (see the module's docstring)."""
+    names = ["pose" if model.config.task == "pose" else "logits", "layers"]
+    return names + ["log_var"] if model.config.uncertainty == "aleatoric" else names
+
+
 class StaticOutputs(nn.Module):
-    """``images -> (pose or logits, layers)`` through the model's static graph."""
+    """``images -> (pose or logits, layers[, log_var])`` through the model's static graph."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(images)
-        return (out.pose if out.pose is not None else out.logits), out.layers
+        first = (out.pose if out.pose is not None else out.logits, out.layers)
+        return first + (out.log_var,) if out.log_var is not None else first
 
 
 @contextlib.contextmanager
@@ -67,7 +76,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, batch: int 
     model.set_backend("reference")
     size = input_size(model)
     images = torch.randn(batch, 3, size, size)
-    names = ["pose" if model.config.task == "pose" else "logits", "layers"]
+    names = output_names(model)
     static = model.static_graph
     model.static_graph = model.has_static_form
     try:
@@ -86,19 +95,21 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, batch: int 
 
 @torch.inference_mode()
 def compare_with_onnxruntime(model: nn.Module, path: str | Path, batch: int = 2, seed: int = 0) -> float:
-    """Max abs difference between PyTorch and ONNX Runtime on random normalised images (the
-    layer choices must agree exactly). Raises ImportError without onnxruntime."""
+    """Max abs difference between PyTorch and ONNX Runtime on random normalised images, over the
+    pose (or logits) and the log-variances (the layer choices must agree exactly). Raises
+    ImportError without onnxruntime."""
     import onnxruntime as ort
 
     size = input_size(model)
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
     out = model.eval()(images)
-    expected = out.pose if out.pose is not None else out.logits
+    expected = [out.pose if out.pose is not None else out.logits] + ([out.log_var] if out.log_var is not None else [])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got, layers = session.run(None, {"images": images.numpy()})
-    if layers.tolist() != out.layers.tolist():
-        raise AssertionError(f"ONNX chose layers {layers.tolist()}, PyTorch {out.layers.tolist()}")
-    return float((torch.from_numpy(got) - expected).abs().max())
+    got = dict(zip(output_names(model), session.run(None, {"images": images.numpy()})))
+    if got["layers"].tolist() != out.layers.tolist():
+        raise AssertionError(f"ONNX chose layers {got['layers'].tolist()}, PyTorch {out.layers.tolist()}")
+    got = [got[n] for n in output_names(model) if n != "layers"]
+    return max(float((torch.from_numpy(g) - e).abs().max()) for g, e in zip(got, expected))
 
 
 def main(argv: list[str] | None = None) -> int:

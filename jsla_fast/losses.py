@@ -37,12 +37,16 @@ def posenet_terms(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return lx, lq
 
 
-def aleatoric_nll(pose_raw: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def aleatoric_nll(pose_raw: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor,
+                  detach_error: bool = False) -> torch.Tensor:
     """Kendall & Gal's heteroscedastic loss with a Gaussian likelihood, batch mean: per position
     axis (metres) and rotation axis (radians, :func:`rotation_error_vector`)
     ``0.5 (e^2 exp(-s) + s)`` summed, ``s`` the predicted log-variance. Each error is weighed by its
-    own predicted variance, which replaces the (s_x, s_q) weighting."""
+    own predicted variance (their "loss attenuation"). ``detach_error``: the gradient reaches only
+    the variances, not the pose (the ``decoupled`` training)."""
     err = torch.cat([pose_raw[:, :3] - target[:, :3], rotation_error_vector(pose_raw[:, 3:7], target[:, 3:7])], dim=1)
+    if detach_error:
+        err = err.detach()
     return 0.5 * (err.square() * torch.exp(-log_var) + log_var).sum(1).mean()
 
 
@@ -55,7 +59,9 @@ def posenet_loss(pred: torch.Tensor, target: torch.Tensor, beta: float) -> torch
 class JSLALoss(nn.Module):
     """The training objective for a :class:`~jsla_fast.JSLA` output.
 
-    Pose with ``uncertainty="aleatoric"``: :func:`aleatoric_nll` on the main head. Otherwise, with
+    Pose with ``uncertainty="aleatoric"``: with ``loss.aleatoric = "attenuation"``
+    :func:`aleatoric_nll` on the main head instead of the pose loss; with ``"decoupled"`` the pose
+    loss below plus :func:`aleatoric_nll` on the detached errors. The pose loss: with
     ``learned_weighting`` (the default), Kendall & Cipolla's
     ``Lx exp(-s_x) + s_x + Lq exp(-s_q) + s_q`` with s_x, s_q learned (parameters of this module:
     give it to the optimiser), started by :meth:`fit` from the training poses; otherwise PoseNet's
@@ -71,6 +77,10 @@ class JSLALoss(nn.Module):
         self.task = config.task
         self.cfg = config.loss
         self.learned = self.task == "pose" and self.cfg.learned_weighting
+        self.aleatoric = self.cfg.aleatoric if self.task == "pose" and config.uncertainty == "aleatoric" else None
+        #: whether training moves (s_x, s_q): not when the likelihood replaces the pose loss on the
+        #: only head (they still set the validation score's fixed weights)
+        self.trains_weighting = self.learned and (self.aleatoric != "attenuation" or config.aux_heads)
         if self.learned:
             self.s_x = nn.Parameter(torch.tensor(float(self.cfg.s_x_init or 0.0)))
             self.s_q = nn.Parameter(torch.tensor(float(self.cfg.s_q_init or 0.0)))
@@ -111,7 +121,12 @@ class JSLALoss(nn.Module):
     def forward(self, out, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.task == "pose":
             lx, lq = posenet_terms(out.pose_raw, target)
-            main = self.weigh(lx, lq) if out.log_var is None else aleatoric_nll(out.pose_raw, out.log_var, target)
+            if self.aleatoric == "attenuation":
+                main = aleatoric_nll(out.pose_raw, out.log_var, target)
+            else:
+                main = self.weigh(lx, lq)
+                if self.aleatoric == "decoupled":
+                    main = main + aleatoric_nll(out.pose_raw, out.log_var, target, detach_error=True)
             parts = {"main": float(main.detach()), "t_m": float(lx.detach()), "q": float(lq.detach())}
         else:
             main = self.term(out.logits, target)

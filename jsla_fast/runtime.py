@@ -39,7 +39,7 @@ from .model.registry import load_checkpoint
 from .model.base import Model
 from .model.jsla import gather_attention
 from .normalization import default_normalization, preprocessing
-from .uncertainty import check_samples, mc_dropout
+from .uncertainty import check_samples, mc_dropout, sigmas_calibrated
 
 log = logging.getLogger("jsla_fast.runtime")
 
@@ -238,17 +238,17 @@ class Localizer:
             layers=out.layers[0].cpu().tolist(),
             attention=[a[0, 0].float().cpu().numpy() for a in out.attention],
             ms=ms,
-            **_sigmas(self.model, out),
+            **_sigmas(self.model, out, self.mc_samples),
         )
 
 
-def _sigmas(model, out) -> dict:
+def _sigmas(model, out, mc_samples: int | None = None) -> dict:
     """The Localization's sigma fields from an output with log-variances (else nothing)."""
     if out.log_var is None:
         return {}
     sigma = torch.exp(out.log_var[0].double() / 2).cpu().tolist()
     return {"position_sigma_m": sigma[:3], "orientation_sigma_rad": sigma[3:],
-            "sigma_calibrated": bool(getattr(model.pose_decoder, "calibrated", False))}
+            "sigma_calibrated": sigmas_calibrated(model, mc_samples)}
 
 
 def localize(model: Model, image: torch.Tensor, device: torch.device | str = "cpu") -> Localization:

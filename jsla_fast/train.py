@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .calibrate import MC_SAMPLES, calibrate_checkpoint
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import PRESETS, ConfigError, RunConfig, apply_preset
 from .data import FORMATS, DataError, data_format, open_dataset
@@ -142,8 +143,7 @@ def init_pose_heads(model: Model, poses: torch.Tensor) -> None:
         start = torch.cat([start, torch.log(torch.cat([pos, rot], dim=1).square().mean(0).clamp_min(1e-4))])
     with torch.no_grad():
         for head in model.pose_heads():
-            head.bias.copy_(start.to(head.bias))
-            head.weight.mul_(0.1)
+            head.start_at(start)
 
 
 def learning_rate(cfg, progress: float) -> float:
@@ -210,8 +210,14 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
             init_pose_heads(model, poses)
         lx, lq = objective.loss.fit(poses, mean_pose(poses))
         if procs.main:
-            weighting = (f"learned weighting from s_x = {objective.loss.s_x.item():.3f}, s_q = {objective.loss.s_q.item():.3f}"
-                         if objective.loss.learned else f"fixed beta = {cfg.model.loss.beta:g}")
+            loss = objective.loss
+            weighting = (f"learned weighting from s_x = {loss.s_x.item():.3f}, s_q = {loss.s_q.item():.3f}"
+                         if loss.learned else f"fixed beta = {cfg.model.loss.beta:g}")
+            if loss.aleatoric == "attenuation":
+                weighting = ("Kendall & Gal's likelihood on the main head (pose and variances)"
+                             + (f", aux heads by the {weighting}" if cfg.model.aux_heads else ""))
+            elif loss.aleatoric == "decoupled":
+                weighting += "; the variances by Kendall & Gal's likelihood of the detached pose errors"
             log.info("pose loss: %s; the mean training pose has terms %.3f m and %.4f (quaternion distance)",
                      weighting, lx, lq)
     objective = objective.to(procs.device)
@@ -321,32 +327,12 @@ def _train(cfg: RunConfig, data: Path, fmt: str, out: Path, kind: str, resume: b
         procs.barrier()
     if board is not None:
         board.close()
-    if procs.main and model.config.uncertainty == "aleatoric" and best.exists() and len(val_set):
-        calibrate(best, val_set, cfg, procs.device)
+    if procs.main and task == "pose" and best.exists() and len(val_set):
+        # the sigmas a filter will be given, scaled to describe the validation errors
+        mc = MC_SAMPLES if cfg.model.dropout > 0 else None
+        if mc or cfg.model.uncertainty == "aleatoric":
+            calibrate_checkpoint(best, val_set, mc, cfg.train.batch_size, cfg.data.workers, procs.device)
     return best if best.exists() else last
-
-
-def calibrate(path: Path, val_set, cfg: RunConfig, device) -> tuple[float, float]:
-    """Scale the sigmas of the checkpoint at ``path`` so they describe its validation errors
-    (:mod:`jsla_fast.uncertainty`); rewrites the file with the factors in the model and in
-    ``extra["calibration"]``."""
-    from .model.registry import load_checkpoint
-    from .uncertainty import calibration_factors, uncertainty_metrics
-
-    model = load_checkpoint(path, map_location=device)
-    loader = DataLoader(val_set, batch_size=cfg.train.batch_size, shuffle=False, num_workers=cfg.data.workers)
-    preds = run_model(model, loader, device)
-    fp, fr = calibration_factors(preds.outputs, preds.log_var, preds.targets)
-    model.pose_decoder.set_calibration(fp, fr)
-    after = uncertainty_metrics(preds.outputs, preds.log_var + 2 * torch.log(torch.tensor([fp] * 3 + [fr] * 3)),
-                                preds.targets)
-    extra = dict(read_checkpoint(path)["extra"], calibration={"position": fp, "rotation": fr, "images": len(val_set),
-                                                               "validation": after})
-    save_checkpoint(model.cpu(), path, extra=extra)
-    log.info("calibrated the sigmas on %d validation images: position x %.3g, rotation x %.3g "
-             "(validation errors within 1 sigma after: %.0f %% position, %.0f %% rotation)", len(val_set), fp, fr,
-             100 * after["position"]["within_1_sigma"], 100 * after["rotation"]["within_1_sigma"])
-    return fp, fr
 
 
 def _validate(objective: Objective, val_set, cfg: RunConfig, task: str, classes, procs: Processes) -> dict:
@@ -376,7 +362,7 @@ def _term_columns(terms: list[tuple[float, float]], loss: JSLALoss) -> dict:
     if not terms:
         return {}
     row = {"train_term_t_m": sum(t for t, _ in terms) / len(terms), "train_term_q": sum(q for _, q in terms) / len(terms)}
-    if loss.learned:
+    if loss.trains_weighting:
         row.update(s_x=loss.s_x.item(), s_q=loss.s_q.item())
     return row
 

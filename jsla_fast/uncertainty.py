@@ -52,6 +52,28 @@ def uncertainty_metrics(pred: torch.Tensor, log_var: torch.Tensor, target: torch
     return out
 
 
+def sigmas_calibrated(model, mc_samples: int | None) -> bool:
+    """Whether the sigmas a pose ``model`` gives (with MC dropout of ``mc_samples``, or without)
+    were calibrated on held-out data."""
+    decoder = model.pose_decoder
+    return bool(decoder.mc_samples) if mc_samples else bool(getattr(decoder, "calibrated", False))
+
+
+def calibration_note(model, mc_samples: int | None) -> str:
+    """Where the sigmas come from and how they were calibrated, in words (the node's /diagnostics)."""
+    decoder = model.pose_decoder
+    aleatoric = model.config.uncertainty == "aleatoric"
+    if mc_samples:
+        what = f"MC dropout spread of {mc_samples} samples" + (" plus the predicted sigmas" if aleatoric else "")
+        k = int(decoder.mc_samples)
+        return (f"{what}, calibrated on validation with {k} samples (factors "
+                + ", ".join(f"{v:.3g}" for v in decoder.mc_scale.tolist()) + ")" if k else f"{what}, not calibrated")
+    if bool(decoder.calibrated):
+        return "predicted sigmas, calibrated on validation (factors " + ", ".join(
+            f"{v:.3g}" for v in decoder.sigma_scale.tolist()) + ")"
+    return "predicted sigmas, not calibrated (factor 1)"
+
+
 def check_samples(samples) -> None:
     """The one check of an MC-dropout sample count (Localizer, predict, evaluate, the node)."""
     if not (isinstance(samples, int) and samples >= 1):
@@ -65,7 +87,8 @@ def mc_dropout(model, images: torch.Tensor, samples: int, generator: torch.Gener
     input. Returns the model's output with ``pose`` the samples' mean (positions averaged,
     quaternions averaged after aligning their signs, then normalised) and ``log_var`` the
     per-axis variance: the samples' spread (position, and rotation as rotation vectors about the
-    mean) plus, for an aleatoric model, the mean of their predicted variances. With
+    mean) plus, for an aleatoric model, the mean of their predicted variances, times the squared
+    MC calibration factors when the model has them (``pose_decoder.mc_scale``). With
     ``samples == 1`` and no dropout it is the deterministic output."""
     check_samples(samples)
     if model.pose_decoder is None:
@@ -94,6 +117,9 @@ def mc_dropout(model, images: torch.Tensor, samples: int, generator: torch.Gener
     var = torch.cat([xyz.var(0, unbiased=False), rot.square().mean(0)], dim=-1)
     if log_var_k is not None:
         var = var + torch.exp(log_var_k.view(samples, -1, 6)).mean(0)
+    decoder = model.pose_decoder
+    if int(decoder.mc_samples):  # calibrated (jsla_fast.calibrate)
+        var = var * decoder.mc_scale.to(var).repeat_interleave(3).square()
     out.pose = torch.cat([xyz.mean(0), mean_q], dim=-1)
     out.log_var = torch.log(var.clamp_min(torch.finfo(var.dtype).tiny))
     return out

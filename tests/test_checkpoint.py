@@ -207,3 +207,24 @@ def test_a_model_without_preprocessing_is_saved_with_the_documented_default(tmp_
     assert "records no input preprocessing; using the default" in caplog.text
     with pytest.raises(ValueError, match="'shorter' .* needs size None and a per-channel mean"):
         Normalization(torch.rand(3, 8, 8), size=(8, 8), shorter=128)
+
+
+def test_checkpoints_from_before_decoupled_variances_and_mc_calibration_still_load(tmp_path):
+    """An aleatoric checkpoint of the previous release: one 13-output FC trained by the likelihood,
+    no ``loss.aleatoric`` in its config and no MC-calibration buffers. It loads as what it was."""
+    from jsla_fast.checkpoint import checksum
+    from jsla_fast.config import LossConfig
+
+    torch.manual_seed(0)
+    model = JSLA(JSLAConfig(task="pose", grid=7, uncertainty="aleatoric",
+                            loss=LossConfig(aleatoric="attenuation"))).eval()
+    payload = torch.load(save_checkpoint(model, tmp_path / "new.pt"), weights_only=True)
+    del payload["config"]["loss"]["aleatoric"]
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if ".mc_" not in k}
+    payload["checksum"] = checksum(payload)
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert old.config.loss.aleatoric == "attenuation" and old.head.out_features == 13 and old.head.variance is None
+    assert int(old.pose_decoder.mc_samples) == 0
+    x = torch.randn(1, 3, 96, 96)
+    assert torch.equal(old(x).log_var, model(x).log_var)

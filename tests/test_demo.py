@@ -39,6 +39,17 @@ def test_quick_demo_runs_the_whole_workflow(tmp_path):
                 "| retrieval (nearest training image by HOG) |", "| nearest training pose (oracle) |"):
         assert row in md, row
     assert "Coverage of the test views" in md and "| median error |" in md
+    # every model's per-image sigmas, calibrated on validation (decoupled: its pose training unchanged)
+    for model, label in (("jsla", "JSLA"), ("posenet", "PoseNet"), ("poselstm", "LSTM-PoseNet")):
+        u = summary[model]["uncertainty"]
+        saved = yaml.safe_load((out / model / "run" / "config.yaml").read_text())
+        assert saved["model"]["uncertainty"] == "aleatoric" and saved["model"]["loss"]["aleatoric"] == u["loss"] == "decoupled"
+        assert u["calibrated"] and u["calibration"]["images"] > 0
+        assert u["factors"] == pytest.approx([u["calibration"]["position"], u["calibration"]["rotation"]])
+        for q in ("position", "rotation"):
+            assert 0 <= u[q]["within_1_sigma"] <= u[q]["within_2_sigma"] <= 1 and u[q]["median_sigma"] > 0
+        assert re.search(rf"{label}'s per-image sigmas \(aleatoric head, trained `decoupled`; calibrated on the "
+                         rf"\d+ validation images by the factors [\d.]+ \(position\) and [\d.]+ \(rotation\)\)", md), label
     for model in ("jsla", "posenet", "poselstm"):
         assert (out / model / "run" / "best.pt").is_file() and (out / model / "eval" / "results.json").is_file()
         assert Image.open(out / model / "eval" / "trajectory.png").size[0] > 100

@@ -366,7 +366,7 @@ def test_per_image_sigmas_are_the_nodes_covariance(tmp_path, master, ros, seed):
     torch.manual_seed(seed)
     model = JSLA(JSLAConfig(task="pose", uncertainty="aleatoric")).eval()
     with torch.no_grad():  # sigmas that differ by axis, as after training
-        model.head.bias[7:] = torch.linspace(-3, 1, 6)
+        model.head.start_at(torch.cat([torch.tensor([0.0, 0, 0, 1, 0, 0, 0]), torch.linspace(-3, 1, 6)]))
     path = save_checkpoint(model, tmp_path / "sigma.pt")
     images = frames(2, seed)
     want = []

@@ -2,6 +2,7 @@
 uninterrupted run, torchrun with 2 CPU processes, and clear errors for bad starts."""
 from __future__ import annotations
 
+import json
 import csv
 import os
 import signal
@@ -185,9 +186,10 @@ def test_poselstm_trains_through_the_same_pipeline(tmp_path, scene):
 
 def test_aleatoric_uncertainty_trains_through_the_same_pipeline(tmp_path, scene):
     """model.uncertainty: aleatoric in the config: training runs on the NLL (finite losses) and the
-    checkpoint's head predicts six log-variances per image."""
+    checkpoint's head predicts six log-variances per image; with dropout, MC dropout's sigmas are
+    calibrated too."""
     cfg = tmp_path / "aleatoric.yaml"
-    cfg.write_text(CONFIG.format(epochs=2, schedule="constant").replace("dropout: 0.0", "dropout: 0.0, uncertainty: aleatoric"))
+    cfg.write_text(CONFIG.format(epochs=2, schedule="constant").replace("dropout: 0.0", "dropout: 0.3, uncertainty: aleatoric"))
     run = tmp_path / "aleatoric"
     proc = subprocess.run(train_cmd(scene, run, cfg, "--batch-size", "3"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -196,7 +198,7 @@ def test_aleatoric_uncertainty_trains_through_the_same_pipeline(tmp_path, scene)
 
     best = run / "best.pt"
     model = load_checkpoint(best)
-    assert model.config.uncertainty == "aleatoric" and model.head.out_features == 13
+    assert model.config.uncertainty == "aleatoric" and model.config.loss.aleatoric == "decoupled"
     out = model.eval()(torch.randn(2, 3, 24, 24))
     assert out.log_var.shape == (2, 6) and torch.isfinite(out.log_var).all()
     # calibrated on the validation split after training: factors in the model and the file
@@ -205,7 +207,9 @@ def test_aleatoric_uncertainty_trains_through_the_same_pipeline(tmp_path, scene)
     calib = read_checkpoint(best)["extra"]["calibration"]
     assert bool(model.pose_decoder.calibrated) and model.pose_decoder.sigma_scale.tolist() == pytest.approx(
         [calib["position"], calib["rotation"]])
-    assert "calibrated the sigmas on" in proc.stderr
+    assert "calibrated the predicted sigmas on" in proc.stderr and "calibrated the MC dropout (32 samples)" in proc.stderr
+    assert calib["mc"]["samples"] == int(model.pose_decoder.mc_samples) == 32
+    assert model.pose_decoder.mc_scale.tolist() == pytest.approx([calib["mc"]["position"], calib["mc"]["rotation"]])
     # evaluate reports the sigmas' coverage and plots them; predict prints them
     ev = subprocess.run([sys.executable, "-m", "jsla_fast.evaluate", "--checkpoint", str(best), "--data", str(scene),
                          "--format", "7scenes", "--out", str(tmp_path / "eval"), "--overlays", "0"],
@@ -224,3 +228,46 @@ def test_aleatoric_uncertainty_trains_through_the_same_pipeline(tmp_path, scene)
     line = json.loads(pr.stdout.splitlines()[0])
     assert line["sigma_calibrated"] is True and len(line["position_sigma_m"]) == 3
     assert all(s > 0 for s in line["position_sigma_m"] + line["orientation_sigma_rad"])
+    pr = subprocess.run([sys.executable, "-m", "jsla_fast.predict", "--checkpoint", str(best), "--mc-samples", "8",
+                         str(image)], capture_output=True, text=True, timeout=600)
+    assert pr.returncode == 0, pr.stderr[-3000:]
+    mc = json.loads(pr.stdout.splitlines()[0])
+    assert mc["sigma_calibrated"] is True and mc["mc_samples"] == 8 and mc["position_sigma_m"] != line["position_sigma_m"]
+
+
+def test_a_model_from_your_own_loop_is_calibrated_by_the_command(tmp_path, scene, seed):
+    """A model trained elsewhere and saved from Python: ``python -m jsla_fast.calibrate`` fits its
+    factors on the validation split and rewrites the file; predict then reports calibrated sigmas.
+    A model without anything to calibrate is refused with what to do."""
+    from jsla_fast import save_checkpoint
+    from jsla_fast.checkpoint import read_checkpoint
+    from jsla_fast.config import JSLAConfig
+    from jsla_fast.model import MODELS
+    from jsla_fast.normalization import Normalization
+
+    torch.manual_seed(seed)
+    model = MODELS["posenet"](JSLAConfig(task="pose", uncertainty="aleatoric", dropout=0.3)).eval()
+    norm = Normalization(mean=torch.zeros(3, 1, 1), shorter=30, crop=24)
+    path = save_checkpoint(model, tmp_path / "own.pt", normalization=norm)
+    cmd = [sys.executable, "-m", "jsla_fast.calibrate", "--checkpoint", str(path), "--data", str(scene),
+           "--format", "7scenes", "--threads", "1"]
+    proc = subprocess.run([*cmd, "--mc-samples", "8"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calib = read_checkpoint(path)["extra"]["calibration"]
+    assert calib["images"] > 0 and calib["position"] > 0 and calib["mc"]["samples"] == 8
+    from jsla_fast import load_checkpoint
+
+    decoder = load_checkpoint(path).pose_decoder
+    assert bool(decoder.calibrated) and decoder.sigma_scale.tolist() == pytest.approx([calib["position"], calib["rotation"]])
+    image = next(scene.rglob("*.color.png"))
+    pr = subprocess.run([sys.executable, "-m", "jsla_fast.predict", "--checkpoint", str(path), str(image)],
+                        capture_output=True, text=True, timeout=600)
+    assert pr.returncode == 0 and json.loads(pr.stdout.splitlines()[0])["sigma_calibrated"] is True, pr.stderr[-2000:]
+    # calibrating again starts from the raw sigmas: the same factors, not their square
+    assert subprocess.run([*cmd, "--mc-samples", "8"], capture_output=True, timeout=600).returncode == 0
+    again = read_checkpoint(path)["extra"]["calibration"]
+    assert again["position"] == pytest.approx(calib["position"]) and again["mc"]["rotation"] == pytest.approx(calib["mc"]["rotation"])
+    plain = save_checkpoint(MODELS["posenet"](JSLAConfig(task="pose", dropout=0.0)).eval(), tmp_path / "plain.pt",
+                            normalization=norm)
+    proc = subprocess.run([*cmd[:4], str(plain), *cmd[5:]], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "the model predicts no sigmas (uncertainty 'none'): pass --mc-samples K" in proc.stderr

@@ -17,6 +17,7 @@ from torch import nn
 from ..checkpoint import CheckpointError, checkpoint_config, load_weights, read_checkpoint
 from ..config import JSLAConfig
 from ..normalization import Normalization
+from .pose_head import PoseHead
 
 
 @dataclass
@@ -110,8 +111,8 @@ class Model(nn.Module):
         """Training progress in [0, 1] for models with annealed parts; returns the new ``tau``."""
         return None
 
-    def pose_heads(self) -> list[nn.Linear]:
-        """The final linear layers whose outputs are poses (started at the training set's mean pose)."""
+    def pose_heads(self) -> list[PoseHead]:
+        """The final layers whose outputs are poses (started at the training set's mean pose)."""
         return [self.head]
 
     def fuse(self) -> int:

@@ -27,7 +27,7 @@ from .convlstm import MultiKernelConvLSTM
 from .base import JSLAOutput, Model
 from .googlenet import GoogLeNet
 from .layer_selection import LayerSelector, gumbel_straight_through, temperature
-from .pose_head import PoseDecoder
+from .pose_head import PoseDecoder, PoseHead, pose_head
 
 
 class LayerBranch(nn.Module):
@@ -91,8 +91,8 @@ class JSLA(Model):
         self.select_layer = LayerSelector(cfg.hidden_channels, cfg.gate_embedding, len(cfg.layers))
         self.convlstm = MultiKernelConvLSTM(cfg.input_channels, cfg.kernel_sizes, cfg.branch_channels)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.steps * cfg.hidden_channels, cfg.output_dim)
-        self.aux_heads = (nn.ModuleList(nn.Linear(cfg.hidden_channels, cfg.output_dim) for _ in range(cfg.steps))
+        self.head = pose_head(cfg.steps * cfg.hidden_channels, cfg)
+        self.aux_heads = (nn.ModuleList(PoseHead(cfg.hidden_channels, cfg.output_dim) for _ in range(cfg.steps))
                           if cfg.aux_heads else None)
         self.pose_decoder = PoseDecoder(cfg.uncertainty == "aleatoric") if cfg.task == "pose" else None
         self.tau = cfg.tau_start
@@ -102,7 +102,7 @@ class JSLA(Model):
     def layer_names(self) -> tuple[str, ...]:
         return tuple(self.config.layers)
 
-    def pose_heads(self) -> list[nn.Linear]:
+    def pose_heads(self) -> list[PoseHead]:
         return [self.head, *(self.aux_heads or [])]
 
     # -- training-time controls -----------------------------------------------------------

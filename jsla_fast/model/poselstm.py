@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..config import JSLAConfig
+from .pose_head import pose_head
 from .posenet import PoseNet
 
 ROWS, COLS = 32, 64  #: the reshape of the 2048 FC features (Walch et al. Sec. 3)
@@ -28,7 +29,7 @@ class PoseLSTM(PoseNet):
         super().__init__(config, hidden=ROWS * COLS)
         self.rows = nn.LSTM(COLS, lstm_hidden, batch_first=True, bidirectional=True)
         self.cols = nn.LSTM(ROWS, lstm_hidden, batch_first=True, bidirectional=True)
-        self.head = nn.Linear(4 * lstm_hidden, self.config.output_dim)
+        self.head = pose_head(4 * lstm_hidden, self.config)
 
     def regress(self, features: torch.Tensor) -> torch.Tensor:
         grid = features.view(-1, ROWS, COLS)

@@ -12,7 +12,7 @@ from torch import nn
 from ..config import JSLAConfig
 from .base import JSLAOutput, Model
 from .googlenet import GoogLeNet
-from .pose_head import PoseDecoder
+from .pose_head import PoseDecoder, pose_head
 
 
 class PoseNet(Model):
@@ -24,7 +24,7 @@ class PoseNet(Model):
         self.backbone = GoogLeNet(outputs=("5b",), style=cfg.backbone_style)
         self.fc = nn.Linear(1024, hidden)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(hidden, cfg.output_dim)
+        self.head = pose_head(hidden, cfg)
         self.pose_decoder = PoseDecoder(cfg.uncertainty == "aleatoric") if cfg.task == "pose" else None
 
     def regress(self, features: torch.Tensor) -> torch.Tensor:

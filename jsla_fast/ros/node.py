@@ -17,7 +17,8 @@ by the checkpoint's calibration, when it has one); otherwise, per axis, the root
 validation error of the checkpoint divided by sqrt(3). ``~position_sigma`` / ``~orientation_sigma``
 (> 0) override both. ``~mc_samples`` K > 0 adds test-time MC dropout (the head sampled K times per
 frame; its spread joins the variances, and for a model without aleatoric uncertainty it is the
-covariance). ``/diagnostics`` ("covariance") says which.
+covariance), scaled by the checkpoint's MC calibration when it has one. ``/diagnostics``
+("covariance") says which, and how it was calibrated.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from ..data import rgb_tensor
 from ..plots import attention_picture
 from ..executors import NAMES as EXECUTOR_NAMES
 from ..runtime import Localizer
+from ..uncertainty import calibration_note
 from .camera_image import ImageError, decode_compressed, decode_image, encode_image
 from .latest_frame import LatestFrame
 
@@ -143,13 +145,8 @@ class LocalizeNode:
         self.covariance = diagonal_covariance([sp] * 3, [so] * 3)
         self.per_frame = ((model.config.uncertainty == "aleatoric" or params["mc_samples"] > 0)
                           and self.sigma_source != "parameters")
-        if self.per_frame and model.config.uncertainty != "aleatoric":
-            self.sigma_source = f"per-frame MC dropout spread of {params['mc_samples']} samples, not calibrated"
-        elif self.per_frame:
-            decoder = model.pose_decoder
-            self.sigma_source = ("per-frame predicted sigmas, calibrated on validation (factors "
-                                 + ", ".join(f"{v:.3g}" for v in decoder.sigma_scale.tolist()) + ")"
-                                 if bool(decoder.calibrated) else "per-frame predicted sigmas, not calibrated (factor 1)")
+        if self.per_frame:
+            self.sigma_source = "per-frame " + calibration_note(model, params["mc_samples"] or None)
         self.frames = LatestFrame(max_age=params["max_age"])
         self.failed = 0
         window = 1000  # frames kept for the percentiles
