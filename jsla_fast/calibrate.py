@@ -31,7 +31,7 @@ from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import FORMATS, DataError, open_dataset
 from .metrics import run_model
 from .model.registry import load_checkpoint
-from .uncertainty import MCDropout, calibration_factors, check_samples, uncertainty_metrics
+from .uncertainty import MCDropout, calibration_factors, check_samples, mc_spreads, uncertainty_metrics
 
 log = logging.getLogger("jsla_fast.calibrate")
 #: MC dropout samples ``train`` calibrates with: the spread's expected variance is (K-1)/K of the
@@ -60,7 +60,7 @@ def calibrate_model(model, dataset, mc_samples: int | None = None, batch_size: i
     aleatoric = model.config.uncertainty == "aleatoric"
     if mc_samples is not None:
         check_samples(mc_samples)
-        if float(model.dropout.p) == 0.0 and not aleatoric:
+        if not mc_spreads(model):
             raise CalibrationError("--mc-samples: the model has no dropout, so MC dropout gives it no spread; "
                                    "train with model.dropout > 0 or model.uncertainty: aleatoric")
     elif not aleatoric:

@@ -39,7 +39,7 @@ from .model.registry import load_checkpoint
 from .model.base import Model
 from .model.jsla import gather_attention
 from .normalization import default_normalization, preprocessing
-from .uncertainty import check_samples, mc_dropout, sigmas_calibrated
+from .uncertainty import check_samples, mc_dropout, mc_spreads, sigmas_calibrated
 
 log = logging.getLogger("jsla_fast.runtime")
 
@@ -173,6 +173,8 @@ class Localizer:
                 log.warning("backbone stays eager (%s failed: %s)", executor.name, e)
         if mc_samples and getattr(model, "pose_decoder", None) is None:
             raise ValueError("mc_samples: MC dropout gives pose uncertainty; this checkpoint is a scene model")
+        if mc_samples:
+            mc_spreads(model, warn=True)
         if cuda_graph is None:  # MC dropout runs eager: a graph has no place for the sampled head
             cuda_graph = optimize and self.device.type == "cuda" and model.has_static_form and not mc_samples
         if cuda_graph and (self.device.type != "cuda" or not model.has_static_form):

@@ -11,11 +11,14 @@ runtime applies them.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from .pose import rotation_error_vector
+
+log = logging.getLogger("jsla_fast.uncertainty")
 
 
 def axis_errors(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +77,16 @@ def calibration_note(model, mc_samples: int | None) -> str:
     return "predicted sigmas, not calibrated (factor 1)"
 
 
+def mc_spreads(model, warn: bool = False) -> bool:
+    """Whether MC dropout gives a pose ``model`` any variance: dropout to sample, or predicted sigmas
+    (``warn``: log it when not)."""
+    spreads = float(model.dropout.p) > 0 or model.config.uncertainty == "aleatoric"
+    if warn and not spreads:
+        log.warning("MC dropout on a model without dropout or predicted sigmas: every sample is the same pose "
+                    "and the sigmas are zero (train with model.dropout > 0 for MC dropout's spread)")
+    return spreads
+
+
 def check_samples(samples) -> None:
     """The one check of an MC-dropout sample count (Localizer, predict, evaluate, the node)."""
     if not (isinstance(samples, int) and samples >= 1):
@@ -130,6 +143,7 @@ class MCDropout:
 
     def __init__(self, model, samples: int, seed: int = 0) -> None:
         check_samples(samples)
+        mc_spreads(model, warn=True)
         self.model, self.samples = model, samples
         self.generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
 

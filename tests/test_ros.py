@@ -422,6 +422,17 @@ def test_a_checkpoint_that_cannot_run_stops_the_node_at_start_up(tmp_path, maste
         n.stop()
     assert n.proc.returncode != 0, n.output()[-2000:]
     assert f"{scene} holds a scene model (task 'scene', 5 classes); localize_node publishes camera poses" in n.output()
+    # MC dropout on a model with nothing to sample would publish a zero covariance: refused at start-up
+    plain = save_checkpoint(JSLA(JSLAConfig(task="pose", dropout=0.0, steps=1, layers=("5b",))).eval(),
+                            tmp_path / "plain.pt")
+    n = NodeProcess(master, name="loc_nomc", image="/cam8/image_raw", checkpoint=str(plain), mc_samples=8)
+    try:
+        n.proc.wait(120)
+    finally:
+        n.stop()
+    assert n.proc.returncode != 0, n.output()[-2000:]
+    assert (f"~mc_samples 8: {plain} has no dropout and no predicted sigmas, so MC dropout would publish a zero "
+            "covariance") in n.output() and "listening" not in n.output()
 
 
 def test_catkin_workspace_builds_the_package_and_its_rostest_passes(tmp_path, checkpoint):

@@ -41,7 +41,7 @@ from ..data import rgb_tensor
 from ..plots import attention_picture
 from ..executors import NAMES as EXECUTOR_NAMES
 from ..runtime import Localizer
-from ..uncertainty import calibration_note
+from ..uncertainty import calibration_note, mc_spreads
 from .camera_image import ImageError, decode_compressed, decode_image, encode_image
 from .latest_frame import LatestFrame
 
@@ -136,6 +136,10 @@ class LocalizeNode:
             raise ValueError(f"{params['checkpoint']} holds a {model.config.task} model (task "
                              f"{model.config.task!r}, {model.config.num_classes} classes); localize_node "
                              "publishes camera poses: give it a checkpoint trained with task 'pose'")
+        if params["mc_samples"] and not mc_spreads(model):
+            raise ValueError(f"~mc_samples {params['mc_samples']}: {params['checkpoint']} has no dropout and no "
+                             "predicted sigmas, so MC dropout would publish a zero covariance; set ~mc_samples 0, "
+                             "or train with model.dropout > 0 or model.uncertainty: aleatoric")
         self.localizer = Localizer(model, params["device"],
                                    backend=params["backend"], threads=params["threads"] or None,
                                    dtype=params["dtype"], backbone=params["backbone"],
