@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import FORMATS, DataError, open_dataset
 from .metrics import run_model
-from .model.registry import load_checkpoint
+from .model.registry import model_from_payload
 from .uncertainty import MCDropout, calibration_factors, check_samples, mc_spreads, uncertainty_metrics
 
 log = logging.getLogger("jsla_fast.calibrate")
@@ -85,11 +85,15 @@ def calibrate_model(model, dataset, mc_samples: int | None = None, batch_size: i
 
 
 def calibrate_checkpoint(path: str | Path, dataset, mc_samples: int | None = None, batch_size: int = 16,
-                         workers: int = 0, device: str | torch.device = "cpu") -> dict:
-    """:func:`calibrate_model` on the checkpoint at ``path``, rewritten with the factors."""
-    model = load_checkpoint(path, map_location=device)
+                         workers: int = 0, device: str | torch.device = "cpu", payload: dict | None = None,
+                         model=None) -> dict:
+    """:func:`calibrate_model` on the checkpoint at ``path``, rewritten with the factors. ``payload``
+    and ``model``: what :func:`read_checkpoint` gave for it and the model built from that, when the
+    caller has them already."""
+    payload = payload if payload is not None else read_checkpoint(path)
+    model = (model if model is not None else model_from_payload(payload, path)).to(device)
     record = calibrate_model(model, dataset, mc_samples, batch_size, workers, device)
-    extra = dict(read_checkpoint(path)["extra"], calibration=record)
+    extra = dict(payload["extra"], calibration=record)
     save_checkpoint(model.cpu(), path, extra=extra)
     for name, r in (("predicted sigmas", record if "position" in record else None),
                     (f"MC dropout ({mc_samples} samples)", record.get("mc"))):
@@ -120,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mc_samples is not None:
             check_samples(args.mc_samples)
-        model = load_checkpoint(args.checkpoint)
+        payload = read_checkpoint(args.checkpoint)  # read once: the dataset needs its preprocessing
+        model = model_from_payload(payload, args.checkpoint)
         dataset = open_dataset(args.data, args.format, args.split, normalization=model.normalization, augment=False)
-        calibrate_checkpoint(args.checkpoint, dataset, args.mc_samples, args.batch_size, device=args.device)
+        calibrate_checkpoint(args.checkpoint, dataset, args.mc_samples, args.batch_size, device=args.device,
+                             payload=payload, model=model)
     except (CalibrationError, CheckpointError, DataError, ValueError) as e:
         log.error("%s", e)
         return 2

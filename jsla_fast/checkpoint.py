@@ -149,11 +149,12 @@ def load_weights(model, payload: dict[str, Any], path: str | Path) -> None:
     own = model.state_dict()
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
              if k in state and state[k].shape != own[k].shape]
-    # not strict: modules fill in what older files lack (PoseDecoder's MC calibration); what is
-    # still missing or unexpected after that is an error
-    result = model.load_state_dict(state, strict=False) if not wrong else None
-    if wrong or result.missing_keys or result.unexpected_keys:
-        missing, unexpected = (result.missing_keys, result.unexpected_keys) if result else ([], [])
+    unexpected = [k for k in state if k not in own]
+    # not strict: modules fill in what older files lack (PoseDecoder's MC calibration), and only
+    # what is missing after that is an error
+    missing = ([k for k in own if k not in state] if wrong or unexpected
+               else model.load_state_dict(state, strict=False).missing_keys)
+    if missing or unexpected or wrong:
         raise CheckpointError(path, f"weights do not match the config: missing {missing[:3]}, "
                                     f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
     if payload.get("normalization") is None:  # only files older than save_checkpoint's default
