@@ -2,7 +2,8 @@
 
     python -m jsla_fast.bench [--ops] [--e2e] [--backends reference,cpp,compile,onnxruntime,openvino]
                               [--backbones auto,torchscript,...] [--batch 1,40] [--device cpu]
-                              [--dtype float32] [--repeat 50] [--threads N] [--quick] [--json OUT.json]
+                              [--dtype float32] [--repeat 50] [--threads N] [--quick]
+                              [--compile-mode default] [--json OUT.json]
 
 Prints a markdown table and writes the JSON of docs/DESIGN.md, "The bench JSON". Timing: warm-up
 runs, then ``repeat`` timed runs (wall clock on CPU, CUDA events on GPU) taken in 5 rounds that alternate between the
@@ -14,17 +15,20 @@ Rows: ``attention`` on the four candidate-layer shapes (480x28x28, 512x14x14, 83
 (JSLA at 224x224, N=3; ``runtime`` says how it ran: ``eager`` is the model as trained,
 ``localizer`` is :class:`jsla_fast.runtime.Localizer` with folding and channels-last,
 ``localizer+graph`` the same replayed from a CUDA graph; on CPU ``backbone`` names the
-Localizer's backbone executor, :mod:`jsla_fast.executors`). On GPU, ``compile`` uses
-``mode="max-autotune"``.
+Localizer's backbone executor, :mod:`jsla_fast.executors`). ``compile`` rows use
+``--compile-mode`` (torch's ``default`` unless told; ``max-autotune`` is the strongest rival of the
+fused GPU backends and takes minutes to autotune) and record it as ``compile_mode``.
 Backends: ``reference`` (PyTorch eager), the fused ones available here (``cpp``, ...),
 ``compile`` (torch.compile of the reference), and for e2e on CPU the exported static form (every
 candidate branch) in ``onnxruntime`` and in ``openvino`` (runtime ``f32``, and ``default``: what
 OpenVINO picks for this CPU, bf16 where it has AVX512_BF16 or AMX; ``precision`` is what it
 reported).
 Per-op rows carry GFLOP/s and GB/s against the op's minimum FLOPs and bytes
-(:mod:`jsla_fast.ops.cost`), ``roofline_pct`` = floor time / measured time, where the floor
-uses this machine's peaks measured at start (a large matmul, a large copy), and the achieved
-rates as a share of each peak (``copy_bw_pct``, ``matmul_pct``).
+(:mod:`jsla_fast.ops.cost`), ``roofline_pct`` = floor time / measured time, and the achieved
+rates as a share of each ceiling (``copy_bw_pct``, ``matmul_pct``). The ceilings: on CPU this
+machine's, measured at start (a large matmul in the bench's dtype, a large copy); on CUDA the
+GPU's row of :data:`jsla_fast.ops.cost.GPU_CEILINGS` (the same for every run on that GPU model),
+with this run's own readings of both (a 1 GiB copy, an 8192^3 bf16 matmul) recorded beside it.
 """
 from __future__ import annotations
 
@@ -46,9 +50,10 @@ import torch
 from .config import JSLAConfig, layer_shapes
 from .model import JSLA
 from .ops import BACKENDS, attention_reference, available, convlstm_step_reference
-from .ops.cost import attention_cost, convlstm_cost
+from .ops.cost import GPU_CEILINGS, attention_cost, convlstm_cost, gpu_ceilings
 from .executors import EXECUTORS, compile_openvino, openvino_precision, resolve_executor
 from .runtime import Localizer
+from .uncertainty import check_samples
 
 log = logging.getLogger("jsla_fast.bench")
 ATTENTION_SHAPES = list(layer_shapes(224).values())  #: the candidate layers at 224 x 224
@@ -101,19 +106,49 @@ def summary(times: list[float]) -> dict:
     return {"median_ms": statistics.median(ordered), "p90_ms": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
 
 
-def machine_peaks(device: torch.device, dtype: torch.dtype) -> dict:
-    """Achievable peaks of this device: GFLOP/s of an n^3 matmul in the bench's dtype (n = 2048 on
-    CPU, 8192 on GPU, where smaller ones do not fill the chip), GB/s of a 256 MB copy."""
-    n = 8192 if device.type == "cuda" else 2048
+def measure_ceilings(device: torch.device, dtype: torch.dtype, n: int, copy_mb: int,
+                     repeat: int = 5, warmup: int = 2) -> tuple[float, float]:
+    """``(GFLOP/s, GB/s)`` this device sustains now: the median of an n^3 matmul in ``dtype`` and
+    of a ``copy_mb`` MB device-to-device copy (bytes read + written)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    flops_ms = statistics.median(measure(lambda: a @ b, 5, 2, device))
-    src = torch.empty(64 * 2 ** 20, device=device, dtype=torch.float32)
+    flops_ms = statistics.median(measure(lambda: a @ b, repeat, warmup, device))
+    del a, b
+    src = torch.empty(copy_mb * 2 ** 20 // 4, device=device, dtype=torch.float32)
     dst = torch.empty_like(src)
-    copy_ms = statistics.median(measure(lambda: dst.copy_(src), 5, 2, device))
-    return {"peak_gflops": 2 * n ** 3 / flops_ms / 1e6, "peak_gbps": 2 * src.numel() * 4 / copy_ms / 1e6,
-            "peaks_how": f"median of a {n}^3 {str(dtype).replace('torch.', '')} matmul and of a 256 MB copy "
-                         "(read + write) in this run"}
+    copy_ms = statistics.median(measure(lambda: dst.copy_(src), repeat, warmup, device))
+    return 2 * n ** 3 / flops_ms / 1e6, 2 * src.numel() * 4 / copy_ms / 1e6
+
+
+def machine_peaks(device: torch.device, dtype: torch.dtype) -> dict:
+    """The ceilings the floors are taken against (``peak_gflops``, ``peak_gbps``, ``peaks_how``).
+    CPU: measured now, a 2048^3 matmul in the bench's dtype and a 256 MB copy. CUDA: the GPU's
+    row of :data:`GPU_CEILINGS` (dense bf16 and copy, one table for every run and doc), plus this
+    run's readings of the same two (``measured_bf16_gflops``, ``measured_copy_gbps``: an 8192^3
+    bf16 matmul, where smaller ones do not fill the chip, and a 1 GiB copy, far past L2); a GPU
+    missing from the table falls back to those readings and says so."""
+    if device.type != "cuda":
+        gflops, gbps = measure_ceilings(device, dtype, 2048, 256)
+        return {"peak_gflops": gflops, "peak_gbps": gbps,
+                "peaks_how": f"median of a 2048^3 {str(dtype).replace('torch.', '')} matmul and of a 256 MB copy "
+                             "(read + write) in this run"}
+    gflops, gbps = measure_ceilings(device, torch.bfloat16, 8192, 1024, repeat=10, warmup=3)
+    return gpu_peaks(torch.cuda.get_device_name(device), gflops, gbps)
+
+
+def gpu_peaks(name: str, gflops: float, gbps: float) -> dict:
+    """:func:`machine_peaks` on CUDA, from the GPU's name and this run's readings."""
+    measured = {"measured_bf16_gflops": gflops, "measured_copy_gbps": gbps,
+                "measured_how": "median of 10 8192^3 bf16 matmuls and of 10 1 GiB copies (read + write) in this run"}
+    row = gpu_ceilings(name)
+    if row is None:
+        log.warning("%s is not in jsla_fast.ops.cost.GPU_CEILINGS (%s): the floors use this run's readings; "
+                    "add a row with the GPU's measured ceilings", name, ", ".join(GPU_CEILINGS))
+        return {"peak_gflops": gflops, "peak_gbps": gbps, **measured,
+                "peaks_how": f"{name} is not in jsla_fast.ops.cost.GPU_CEILINGS: this run's readings"}
+    return {"peak_gflops": row.bf16_tflops * 1e3, "peak_gbps": row.copy_tbps * 1e3, **measured,
+            "peaks_how": f"jsla_fast.ops.cost.GPU_CEILINGS[{name!r}]: dense bf16 matmul and device-to-device copy "
+                         f"({row.measured}); the compute floor uses the bf16 rate for every dtype"}
 
 
 class PeakMemory:
@@ -147,13 +182,29 @@ class PeakMemory:
 
 
 # -- rows -----------------------------------------------------------------------------------------
-def compile_mode(device: torch.device) -> str | None:
-    """torch.compile's mode for the ``compile`` rows: on GPU the strongest one (autotuned Triton
-    kernels and CUDA graphs), the fair rival of the fused backends."""
-    return "max-autotune" if device.type == "cuda" else None
+def compile_modes() -> tuple[str, ...]:
+    """torch.compile's modes, as this torch lists them (default, reduce-overhead, max-autotune, ...)."""
+    import torch._inductor
+
+    return tuple(torch._inductor.list_mode_options())
 
 
-def op_functions(backends: list[str], device: torch.device) -> dict[str, tuple[Callable, Callable]]:
+def check_compile_mode(mode: str) -> str:
+    """``mode`` if this torch.compile has it, else a ValueError naming it and the choices."""
+    if mode not in compile_modes():
+        raise ValueError(f"--compile-mode {mode!r} is not a mode of torch {torch.__version__}'s torch.compile; "
+                         f"choose one of {', '.join(compile_modes())}")
+    return mode
+
+
+def allow_recompiles(graphs: int) -> None:
+    """Let dynamo keep ``graphs`` compiled graphs of one function: every shape of the compile rows
+    is its own static graph (dynamic=False), and past dynamo's limit (8) it would silently run
+    the function eagerly, so the ``compile`` rows would time the reference."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, graphs)
+
+
+def op_functions(backends: list[str], compile_mode: str = "default") -> dict[str, tuple[Callable, Callable]]:
     """backend -> (attention, convlstm_step) for the per-op rows: each backend's kernels, which the
     rows compare with their floors. The shared argument checks in front of them
     (:func:`jsla_fast.ops.attention`) add about 4 and 14 us per call; the e2e rows include them."""
@@ -162,15 +213,18 @@ def op_functions(backends: list[str], device: torch.device) -> dict[str, tuple[C
         if name in BACKENDS:
             fns[name] = (BACKENDS[name].attention, BACKENDS[name].convlstm_step)
         elif name == "compile":
-            mode = compile_mode(device)
+            mode = check_compile_mode(compile_mode)
             fns[name] = (torch.compile(attention_reference, dynamic=False, mode=mode),
                          torch.compile(convlstm_step_reference, dynamic=False, mode=mode))
     return fns
 
 
-def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks, rounds=ROUNDS) -> list[dict]:
+def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks, rounds=ROUNDS,
+              compile_mode: str = "default") -> list[dict]:
     rows = []
-    fns = op_functions(backends, device)
+    fns = op_functions(backends, compile_mode)
+    if "compile" in fns:
+        allow_recompiles(len(ATTENTION_SHAPES) * len(batches))
     gen = torch.Generator(device="cpu").manual_seed(0)
 
     def rand(*shape, scale=1.0):
@@ -184,7 +238,7 @@ def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks, rounds=RO
             flops, nbytes = attention_cost(batch, c, hh, ww, 5, feat.element_size())
             calls = {name: (lambda att=att: att(feat, eh, weight, bias, 0.01)) for name, (att, _) in fns.items()}
             rows += _op_rows("attention", [batch, c, hh, ww], batch, dtype, flops, nbytes, peaks, calls, repeat,
-                             warmup, device, rounds)
+                             warmup, device, rounds, compile_mode)
         d, hid, g = cfg.input_channels, cfg.hidden_channels, cfg.grid
         x, h, cc = rand(batch, d, g, g), rand(batch, hid, g, g), rand(batch, hid, g, g)
         ws = [rand(4 * cfg.branch_channels, d + hid, k, k, scale=(d + hid) ** -0.5 / k) for k in cfg.kernel_sizes]
@@ -192,11 +246,12 @@ def bench_ops(backends, batches, device, dtype, repeat, warmup, peaks, rounds=RO
         flops, nbytes = convlstm_cost(batch, d, hid, g, g, cfg.kernel_sizes, x.element_size())
         calls = {name: (lambda step=step: step(x, h, cc, ws, bs)) for name, (_, step) in fns.items()}
         rows += _op_rows("convlstm", [batch, d, g, g], batch, dtype, flops, nbytes, peaks, calls, repeat, warmup,
-                         device, rounds)
+                         device, rounds, compile_mode)
     return rows
 
 
-def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, warmup, device, rounds=ROUNDS) -> list[dict]:
+def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, warmup, device, rounds=ROUNDS,
+             compile_mode: str = "default") -> list[dict]:
     with torch.inference_mode():
         times = measure_rounds(calls, repeat, warmup, device, rounds)
     floor = max(flops / (peaks["peak_gflops"] * 1e9), nbytes / (peaks["peak_gbps"] * 1e9))
@@ -206,7 +261,8 @@ def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, war
         sec = s["median_ms"] / 1e3
         log.info("%s %s %s: %.3f ms", name, backend, shape, s["median_ms"])
         rows.append({"name": name, "backend": backend, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
-                     "shape": shape, **s, "gflops": flops / sec / 1e9, "gbps": nbytes / sec / 1e9,
+                     "shape": shape, **({"compile_mode": compile_mode} if backend == "compile" else {}),
+                     **s, "gflops": flops / sec / 1e9, "gbps": nbytes / sec / 1e9,
                      "min_flops": flops, "min_bytes": nbytes, "floor_ms": floor * 1e3,
                      "roofline_pct": 100 * floor / sec,
                      # the op's minimum bytes and FLOPs over its time, against the measured ceilings
@@ -216,11 +272,11 @@ def _op_rows(name, shape, batch, dtype, flops, nbytes, peaks, calls, repeat, war
 
 
 def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint, executors=("auto",),
-              rounds=ROUNDS) -> list[dict]:
+              rounds=ROUNDS, compile_mode: str = "default", mc_samples: tuple[int, ...] = ()) -> list[dict]:
     """Rows ``e2e``: the reference eager model, each fused backend through the Localizer (with each
-    backbone executor of ``executors``; on CUDA also with its CUDA graph), torch.compile of the
-    reference, and on CPU the exported static form in onnxruntime and in OpenVINO (f32 and its
-    default precision)."""
+    backbone executor of ``executors``; on CUDA also with its CUDA graph; with test-time MC dropout
+    for each K of ``mc_samples``, runtime ``localizer+mc``), torch.compile of the reference, and on
+    CPU the exported static form in onnxruntime and in OpenVINO (f32 and its default precision)."""
     rows = []
     if checkpoint:
         from .model.registry import load_checkpoint
@@ -249,9 +305,16 @@ def bench_e2e(backends, batches, device, dtype, repeat, warmup, checkpoint, exec
                         extra = {"backbone": loc.executor} if device.type == "cpu" else {}
                         runs.append((name, "localizer+graph" if graph else "localizer", extra,
                                      lambda loc=loc: loc(images)))
-            elif name == "compile":
-                compiled = torch.compile(copy.deepcopy(base), mode=compile_mode(device))
-                runs.append(("compile", "eager", {}, lambda m=compiled: m(images)))
+                for k in mc_samples:  # the head K times on the features of one backbone pass
+                    executor = executors[0] if device.type == "cpu" else "eager"
+                    loc = Localizer(copy.deepcopy(trained), device, backend=name, dtype=dtype, backbone=executor,
+                                    mc_samples=k)
+                    extra = {"mc_samples": k, **({"backbone": loc.executor} if device.type == "cpu" else {})}
+                    runs.append((name, "localizer+mc", extra, lambda loc=loc: loc(images)))
+            elif name == "compile":  # static shapes, as the op rows: one graph set per batch size
+                allow_recompiles(len(batches))
+                compiled = torch.compile(copy.deepcopy(base), dynamic=False, mode=check_compile_mode(compile_mode))
+                runs.append(("compile", "eager", {"compile_mode": compile_mode}, lambda m=compiled: m(images)))
             elif name in ("onnxruntime", "openvino") and device.type == "cpu" and dtype in (torch.float32,
                                                                                            torch.bfloat16):
                 if "path" not in exported:  # from the float32 model: what a user exports
@@ -423,8 +486,9 @@ def add_ratios(rows: list[dict]) -> None:
 
 def runtime_label(row: dict) -> str:
     """The runtime column: the runtime, with the Localizer's backbone executor or OpenVINO's precision."""
-    detail = row.get("backbone") or row.get("precision")
-    return row.get("runtime", "") + (f" ({detail})" if detail else "")
+    detail = row.get("backbone") or row.get("precision") or row.get("compile_mode")
+    mc = row.get("mc_samples") and f"K={row['mc_samples']}"
+    return " ".join(part for part in (row.get("runtime"), mc, detail and f"({detail})") if part)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -480,9 +544,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ros", action="store_true", help="the ROS node's overhead: replay frames through a real "
                     "roscore and localize_node (needs `make ros`; only this unless --ops/--e2e are given too)")
     ap.add_argument("--ros-frames", type=int, default=200, help="frames replayed with --ros")
+    ap.add_argument("--compile-mode", default="default", help="torch.compile's mode for the compile rows: "
+                    "default (torch's), reduce-overhead, max-autotune (autotunes: minutes), ...")
+    ap.add_argument("--mc-samples", default="", help="comma-separated K: Localizer rows with test-time MC dropout "
+                    "of K head samples (runtime localizer+mc; the model needs dropout, as the default JSLA has)")
     ap.add_argument("--json", help="write the results here (docs/DESIGN.md, \"The bench JSON\")")
     args = ap.parse_args(argv)
 
+    try:
+        check_compile_mode(args.compile_mode)
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         log.error("--device cuda: no CUDA device is visible to torch (torch %s)", torch.__version__)
@@ -493,6 +566,13 @@ def main(argv: list[str] | None = None) -> int:
     batches = [1] if args.quick else [int(b) for b in args.batch.split(",")]
     repeat, warmup = (QUICK["repeat"], QUICK["warmup"]) if args.quick else (args.repeat, args.warmup)
     rounds = QUICK["rounds"] if args.quick else ROUNDS
+    try:
+        mc_samples = tuple(int(k) for k in args.mc_samples.split(",") if k.strip())
+        for k in mc_samples:
+            check_samples(k)
+    except ValueError as err:
+        log.error("--mc-samples %s: %s (give whole numbers >= 1, e.g. 1,8,32)", args.mc_samples, err)
+        return 2
     executors = [e.strip() for e in args.backbones.split(",") if e.strip()]
     for e in executors:
         try:
@@ -517,29 +597,44 @@ def main(argv: list[str] | None = None) -> int:
         backends = available(device) + [b for b in EXTRA_BACKENDS if not (args.quick and b == "compile")]
     both = not (args.ops or args.e2e or args.ros)
     peaks = machine_peaks(device, dtype if dtype != torch.float64 else torch.float32)
-    log.info("peaks: %.0f GFLOP/s, %.1f GB/s", peaks["peak_gflops"], peaks["peak_gbps"])
+    log.info("ceilings: %.0f GFLOP/s, %.1f GB/s (%s)", peaks["peak_gflops"], peaks["peak_gbps"], peaks["peaks_how"])
+    if "measured_bf16_gflops" in peaks:
+        log.info("measured in this run: %.0f GFLOP/s bf16, %.1f GB/s copy", peaks["measured_bf16_gflops"],
+                 peaks["measured_copy_gbps"])
     rows: list[dict] = []
+    report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              **peaks, "compile_mode": args.compile_mode,
+              "peak_mem_what": ("CUDA allocator peak of the row" if device.type == "cuda" else
+                                "peak RSS of the whole process during one call (every compared model "
+                                "is loaded in it)"),
+              "command": "python -m jsla_fast.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+              "complete": False, "results": rows}
+
+    def write_report() -> None:
+        # after each section too, so that a run stopped by a deadline (tools/gpu_check.sh) keeps
+        # what it measured; "complete" says whether every section finished
+        add_ratios(rows)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=1))
+
     if args.ops or both:
         rows += bench_ops([b for b in backends if b not in ("onnxruntime", "openvino")], batches, device, dtype,
-                          repeat, warmup, peaks, rounds)
+                          repeat, warmup, peaks, rounds, args.compile_mode)
+        write_report()
     if args.e2e or both:
-        rows += bench_e2e(backends, batches, device, dtype, repeat, warmup, args.checkpoint, executors, rounds)
+        rows += bench_e2e(backends, batches, device, dtype, repeat, warmup, args.checkpoint, executors, rounds,
+                          args.compile_mode, mc_samples)
         if device.type == "cpu":
             rows += bench_backbone(batches, dtype, repeat, warmup, executors, rounds)
+        write_report()
     if args.ros:
         rows += bench_ros(args.checkpoint, 20 if args.quick else args.ros_frames, args.threads,
                           "auto" if not args.backends else args.backends.split(",")[0])
-    add_ratios(rows)
-    report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              **peaks, "peak_mem_what": ("CUDA allocator peak of the row" if device.type == "cuda" else
-                                        "peak RSS of the whole process during one call (every compared model "
-                                        "is loaded in it)"),
-              "command": "python -m jsla_fast.bench " + " ".join(sys.argv[1:] if argv is None else argv),
-              "results": rows}
+    report["complete"] = True
+    write_report()
     print(markdown(rows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1))
         log.info("wrote %s", args.json)
     return 0
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import FORMATS, DataError, open_dataset
 from .metrics import run_model
+from .model.base import Model
 from .model.registry import model_from_payload
 from .uncertainty import MCDropout, calibration_factors, check_samples, mc_spreads, uncertainty_metrics
 
@@ -49,13 +50,13 @@ def _fit(preds) -> tuple[float, float, dict]:
     return fp, fr, uncertainty_metrics(preds.outputs, scaled, preds.targets)
 
 
-def calibrate_model(model, dataset, mc_samples: int | None = None, batch_size: int = 16, workers: int = 0,
+def calibrate_model(model: Model, dataset, mc_samples: int | None = None, batch_size: int = 16, workers: int = 0,
                     device: str | torch.device = "cpu") -> dict:
     """Fit and set the factors of ``model`` (a pose model) on ``dataset``; returns the record
     stored in ``extra["calibration"]``: ``images``, and ``position``, ``rotation``, ``validation``
     (coverage after scaling) for the predicted sigmas, ``mc`` (the same for MC dropout, with
     ``samples``) when ``mc_samples`` is given."""
-    if getattr(model, "pose_decoder", None) is None:
+    if model.pose_decoder is None:
         raise CalibrationError("calibration scales pose sigmas; this is a scene model")
     aleatoric = model.config.uncertainty == "aleatoric"
     if mc_samples is not None:
@@ -86,7 +87,7 @@ def calibrate_model(model, dataset, mc_samples: int | None = None, batch_size: i
 
 def calibrate_checkpoint(path: str | Path, dataset, mc_samples: int | None = None, batch_size: int = 16,
                          workers: int = 0, device: str | torch.device = "cpu", payload: dict | None = None,
-                         model=None) -> dict:
+                         model: Model | None = None) -> dict:
     """:func:`calibrate_model` on the checkpoint at ``path``, rewritten with the factors. ``payload``
     and ``model``: what :func:`read_checkpoint` gave for it and the model built from that, when the
     caller has them already."""

@@ -106,8 +106,10 @@ class LossConfig(YamlConfig):
 
 
 @dataclass
-class JSLAConfig(YamlConfig):
-    """The JSLA model (docs/DESIGN.md, "The model"); ``steps`` defaults to 3 for pose and 2 for scene."""
+class ModelConfig(YamlConfig):
+    """A model of the registry (docs/DESIGN.md, "The model", "Models"). Every kind reads ``task``,
+    ``num_classes``, ``backbone_style``, ``dropout``, ``uncertainty`` and ``loss``; the rest
+    describes JSLA's layer attention and ConvLSTM. ``steps`` defaults to 3 for pose and 2 for scene."""
 
     task: str = "pose"
     num_classes: int = 67
@@ -207,6 +209,10 @@ class JSLAConfig(YamlConfig):
             raise bad("uncertainty", self.uncertainty, "per-image uncertainty is for the pose task; use 'none'")
 
 
+#: the name ModelConfig had when JSLA was the only model; kept for user code
+JSLAConfig = ModelConfig
+
+
 @dataclass
 class DataConfig(YamlConfig):
     """Data pipeline (docs/DESIGN.md, "Conventions"). Pose images: shorter side ``resize``, mean image, random (train) or
@@ -267,12 +273,12 @@ class TrainConfig(YamlConfig):
 class RunConfig(YamlConfig):
     """Everything a training run needs; YAML sections ``model:``, ``data:``, ``train:``."""
 
-    model: JSLAConfig = field(default_factory=JSLAConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        for name, cls in (("model", JSLAConfig), ("data", DataConfig), ("train", TrainConfig)):
+        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, _from_dict(cls, getattr(self, name), name))
 

@@ -71,8 +71,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, fmt: str, out: str | Path
         outputs = [_as_task_output(a, task) for a in preds.aux]
         results["per_step"] = [task_metrics(task, o, preds.targets, classes) for o in outputs]
     if preds.log_var is not None:  # aleatoric or MC dropout: how the (calibrated) sigmas describe the errors
-        decoder = model.pose_decoder
-        factors = (decoder.mc_scale if mc_samples else getattr(decoder, "sigma_scale", None))
+        factors = model.pose_decoder.factors(mc=bool(mc_samples))
         results["uncertainty"] = {"calibrated": sigmas_calibrated(model, mc_samples),
                                   "factors": factors.tolist() if factors is not None else None,
                                   "source": calibration_note(model, mc_samples),

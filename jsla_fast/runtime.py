@@ -3,7 +3,7 @@ allows and returns results users can publish (pose, class, chosen layers, attent
 
     loc = Localizer("run/best.pt", threads=2)     # backend "auto": the fastest available
     result = loc.localize(image)                  # RGB [3,H,W] in [0,1], any size
-    out = loc(batch)                              # normalised [B,3,224,224] -> JSLAOutput
+    out = loc(batch)                              # normalised [B,3,224,224] -> ModelOutput
 
 What it does to the loaded model (each exact in eval, each an option):
 - ``model.fuse()``: folds every BatchNorm into the layer before it (backbone convs, the layer
@@ -17,7 +17,7 @@ What it does to the loaded model (each exact in eval, each an option):
   per-frame forward captured in a CUDA graph per input shape and replayed: one launch of the
   graph instead of hundreds of kernel launches. The layer choice is data dependent, so the graph
   runs the model's static form (every candidate branch, each sample's chosen one gathered by
-  index), which equals the eager model for every possible choice (see ``GraphedForward``);
+  index; what it equals: ``GraphedForward``);
 - inference mode, and a configurable thread count.
 ``predict`` and the ROS node use it; ``evaluate`` uses the unmodified model.
 """
@@ -72,12 +72,14 @@ class GraphedForward:
     """The model's forward on one input shape captured in a CUDA graph and replayed.
 
     Captured in the model's static form (``static_graph``): every candidate branch runs and each
-    sample takes its chosen branch's output by a gather, so no host decision sits inside the graph
-    and the result equals the eager (chosen-branch-only) model for whatever layers the frame picks.
-    Every branch's attention map is an output; the chosen ones are picked after the replay.
+    sample takes its chosen branch's output by a gather, so no host decision sits inside the graph.
+    For a frame (a batch of one), and any batch whose samples all choose the same layers, that is
+    the eager (chosen-branch-only) model's result bit for bit; a batch whose samples choose
+    differently agrees with it to float32 rounding (:meth:`jsla_fast.model.jsla.JSLA._attend_every`
+    says why). Every branch's attention map is an output; the chosen ones are picked after the replay.
     """
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, warmup: int = 3) -> None:
+    def __init__(self, model: Model, example: torch.Tensor, warmup: int = 3) -> None:
         self.input = example.clone()
         static = model.static_graph
         model.static_graph = True
@@ -98,7 +100,7 @@ class GraphedForward:
 
     def __call__(self, images: torch.Tensor):
         """Replays on ``images`` (same shape, dtype, device as the example); returns a fresh
-        JSLAOutput whose ``attention`` holds each sample's chosen maps."""
+        ModelOutput whose ``attention`` holds each sample's chosen maps."""
         self.input.copy_(images)
         self.graph.replay()
         out = self.output
@@ -139,6 +141,9 @@ class Localizer:
                  dtype: torch.dtype | str | None = None, cuda_graph: bool | None = None,
                  backbone: str = "auto", check: bool = True, mc_samples: int | None = None,
                  mc_seed: int = 0) -> None:
+        if isinstance(source, nn.Module) and not isinstance(source, Model):
+            raise TypeError(f"Localizer takes a checkpoint path or a jsla_fast model (a jsla_fast.model.Model, "
+                            f"e.g. JSLA or PoseNet), not a {type(source).__name__}")
         self.device = torch.device(device)
         if mc_samples is not None:
             check_samples(mc_samples)
@@ -146,8 +151,8 @@ class Localizer:
         self.generator = torch.Generator(self.device).manual_seed(mc_seed) if mc_samples else None
         if threads:
             torch.set_num_threads(threads)
-        model = source if isinstance(source, nn.Module) else load_checkpoint(source, map_location=self.device)
-        if getattr(model, "normalization", None) is None:  # built in Python: what save_checkpoint would store
+        model = source if isinstance(source, Model) else load_checkpoint(source, map_location=self.device)
+        if model.normalization is None:  # built in Python: what save_checkpoint would store
             model.normalization = default_normalization()
             log.info("the model records no preprocessing; using the default: %s", model.normalization.describe())
         # frozen parameters: no autograd bookkeeping, and the fused ops may cache packed weights
@@ -171,7 +176,7 @@ class Localizer:
                 self.executor = executor.name
             except RuntimeError as e:  # an exotic backbone the executor can't take: stay eager
                 log.warning("backbone stays eager (%s failed: %s)", executor.name, e)
-        if mc_samples and getattr(model, "pose_decoder", None) is None:
+        if mc_samples and model.pose_decoder is None:
             raise ValueError("mc_samples: MC dropout gives pose uncertainty; this checkpoint is a scene model")
         if mc_samples:
             mc_spreads(model, warn=True)
@@ -212,7 +217,7 @@ class Localizer:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor):
-        """Normalised images ``[B,3,H,W]`` -> the model's output (JSLAOutput)."""
+        """Normalised images ``[B,3,H,W]`` -> the model's output (ModelOutput)."""
         images = images.to(self.device, self.dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -244,7 +249,7 @@ class Localizer:
         )
 
 
-def _sigmas(model, out, mc_samples: int | None = None) -> dict:
+def _sigmas(model: Model, out, mc_samples: int | None = None) -> dict:
     """The Localization's sigma fields from an output with log-variances (else nothing)."""
     if out.log_var is None:
         return {}

@@ -107,7 +107,7 @@ def set_deterministic(on: bool) -> None:
 class Objective(nn.Module):
     """Model and loss as one module, so DDP also synchronises the loss's learned (s_x, s_q)."""
 
-    def __init__(self, model: nn.Module, loss: JSLALoss) -> None:
+    def __init__(self, model: Model, loss: JSLALoss) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
@@ -131,9 +131,10 @@ def build_model(kind: str, cfg: RunConfig, pretrained: bool = True) -> Model:
 
 
 def init_pose_heads(model: Model, poses: torch.Tensor) -> None:
-    """Fit the position standardisation to the training poses and start every pose head at the
-    mean pose (position offset 0, mean orientation; with aleatoric uncertainty, the log-variances
-    of the mean pose's own errors per axis); the heads' weights stay random."""
+    """Fit a pose model's position standardisation (its ``pose_decoder``) to the training poses
+    and start every pose head at the mean pose (position offset 0, mean orientation; with aleatoric
+    uncertainty, the log-variances of the mean pose's own errors per axis); the heads' weights stay
+    random."""
     model.pose_decoder.fit(poses[:, :3])
     mean = mean_pose(poses)
     start = torch.cat([torch.zeros(3), mean[3:]])

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from .model.base import Model
 from .pose import rotation_error_vector
 
 log = logging.getLogger("jsla_fast.uncertainty")
@@ -55,14 +56,13 @@ def uncertainty_metrics(pred: torch.Tensor, log_var: torch.Tensor, target: torch
     return out
 
 
-def sigmas_calibrated(model, mc_samples: int | None) -> bool:
+def sigmas_calibrated(model: Model, mc_samples: int | None) -> bool:
     """Whether the sigmas a pose ``model`` gives (with MC dropout of ``mc_samples``, or without)
     were calibrated on held-out data."""
-    decoder = model.pose_decoder
-    return bool(decoder.mc_samples) if mc_samples else bool(getattr(decoder, "calibrated", False))
+    return model.pose_decoder.is_calibrated(mc=bool(mc_samples))
 
 
-def calibration_note(model, mc_samples: int | None) -> str:
+def calibration_note(model: Model, mc_samples: int | None) -> str:
     """Where the sigmas come from and how they were calibrated, in words (the node's /diagnostics)."""
     decoder = model.pose_decoder
     aleatoric = model.config.uncertainty == "aleatoric"
@@ -71,13 +71,13 @@ def calibration_note(model, mc_samples: int | None) -> str:
         k = int(decoder.mc_samples)
         return (f"{what}, calibrated on validation with {k} samples (factors "
                 + ", ".join(f"{v:.3g}" for v in decoder.mc_scale.tolist()) + ")" if k else f"{what}, not calibrated")
-    if bool(decoder.calibrated):
+    if decoder.is_calibrated(mc=False):
         return "predicted sigmas, calibrated on validation (factors " + ", ".join(
             f"{v:.3g}" for v in decoder.sigma_scale.tolist()) + ")"
     return "predicted sigmas, not calibrated (factor 1)"
 
 
-def mc_spreads(model, warn: bool = False) -> bool:
+def mc_spreads(model: Model, warn: bool = False) -> bool:
     """Whether MC dropout gives a pose ``model`` any variance: dropout to sample, or predicted sigmas
     (``warn``: log it when not)."""
     spreads = float(model.dropout.p) > 0 or model.config.uncertainty == "aleatoric"
@@ -93,9 +93,9 @@ def check_samples(samples) -> None:
         raise ValueError(f"mc_samples must be an integer >= 1 (or None for no MC dropout), got {samples!r}")
 
 
-def mc_dropout(model, images: torch.Tensor, samples: int, generator: torch.Generator | None = None):
-    """Test-time MC dropout (Bayesian PoseNet, Kendall & Cipolla 2016) on a pose model whose
-    dropout sits right before its head (JSLA, PoseNet, LSTM-PoseNet): the backbone and the
+def mc_dropout(model: Model, images: torch.Tensor, samples: int, generator: torch.Generator | None = None):
+    """Test-time MC dropout (Bayesian PoseNet, Kendall & Cipolla 2016) on a pose model, whose
+    ``dropout`` sits right before its ``head`` (the :class:`Model` contract): the backbone and the
     recurrence run once, the head ``samples`` times on independently dropped-out copies of its
     input. Returns the model's output with ``pose`` the samples' mean (positions averaged,
     quaternions averaged after aligning their signs, then normalised) and ``log_var`` the
@@ -141,7 +141,7 @@ def mc_dropout(model, images: torch.Tensor, samples: int, generator: torch.Gener
 class MCDropout:
     """A pose model whose forward is :func:`mc_dropout` with ``samples`` (for ``run_model``)."""
 
-    def __init__(self, model, samples: int, seed: int = 0) -> None:
+    def __init__(self, model: Model, samples: int, seed: int = 0) -> None:
         check_samples(samples)
         mc_spreads(model, warn=True)
         self.model, self.samples = model, samples

@@ -23,14 +23,16 @@ Design: two launches, deterministic (no atomics), no torch op launching anything
 
 Cost (jsla_fast.ops.cost.attention_cost: 2k^2*C*HW + 4*C*HW + 5*HW FLOPs; bytes = read F and Eh,
 write O and alpha): B=40, C=832, 14x14, k=5, fp16 -> 0.352 GFLOP and 39.2 MB, i.e. 9 FLOP/byte.
-On an H100 (~3.35 TB/s HBM3, ~990 TFLOP/s dense fp16) the floors are 11.7 us for memory and
-0.36 us for compute (5 us even at the ~67 TFLOP/s of non-tensor-core fp32 FMA this kernel uses):
-the op is memory-bound. This design moves a little more than the minimum: F is read twice (once
+Floors at the measured ceilings of jsla_fast.ops.cost.GPU_CEILINGS: memory 13.1 us on the H100,
+9.1 us on the H200; compute 0.44 / 0.45 us at the bf16 tensor-core rate, and still ~5 us at the
+nominal non-tensor fp32 FMA rate this kernel uses (67 TFLOP/s, a datasheet figure): the op is
+memory-bound on both. This design moves a little more than the minimum: F is read twice (once
 per kernel; the second read is likely L2-hit only for small images) plus the fp32 partials.
 """
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -143,6 +145,53 @@ def _target_programs(device: torch.device) -> int:
     return 4
 
 
+def next_pow2(n) -> int:
+    """triton.next_power_of_2 for an int or a SymInt (torch.compile(dynamic=True) runs the
+    launchers on symbolic shapes, where triton's bit-twiddling version returns a SymInt): the
+    comparisons guard the power-of-two bucket, and the result is a plain int, as a constexpr
+    block size must be."""
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+class AttentionPlan(NamedTuple):
+    """The two launches' tiling. Plain ints: the constexprs; the rest may be SymInts under
+    torch.compile(dynamic=True) (grids and runtime arguments)."""
+    BLOCK_P: int
+    BLOCK_C1: int
+    tiles: int
+    S: int          # channel splits of kernel 1
+    chunk: int      # channels per split
+    BLOCK_HW: int
+    BLOCK_C2: int
+    per_prog: int   # channels per kernel-2 program
+    n_cb: int       # kernel-2 programs per image
+    num_warps2: int
+
+
+def attention_plan(B, C, H, W, target: int, splits: int | None = None, block_p: int | None = None) -> AttentionPlan:
+    """The tiling of ``attention_forward`` for [B, C, H, W] on a device that wants ``target`` programs."""
+    HW = H * W
+    # Kernel 1: positions x channel splits; enough splits that B * tiles * S reaches the target.
+    BLOCK_P = block_p or min(64, next_pow2(HW))
+    BLOCK_C1 = min(16, next_pow2(max(C, 1)))
+    tiles = triton.cdiv(HW, BLOCK_P)
+    c_blocks = max(1, triton.cdiv(C, BLOCK_C1))
+    S = splits if splits is not None else triton.cdiv(target, B * tiles)
+    S = max(1, min(S, c_blocks))
+    chunk = triton.cdiv(triton.cdiv(C, S), BLOCK_C1) * BLOCK_C1
+    S = max(1, triton.cdiv(C, chunk))  # no empty splits after rounding the chunk up
+    # Kernel 2: the [BLOCK_C2, BLOCK_HW] tile stays at ~4K elements to bound registers.
+    BLOCK_HW = next_pow2(HW)
+    BLOCK_C2 = max(1, min(4096 // BLOCK_HW, next_pow2(max(C, 1))))
+    per_prog = BLOCK_C2 * max(1, triton.cdiv(triton.cdiv(C, BLOCK_C2) * B, target))
+    n_cb = max(1, triton.cdiv(C, per_prog))  # >= 1 so that alpha is written even for C == 0
+    return AttentionPlan(BLOCK_P, BLOCK_C1, tiles, S, chunk, BLOCK_HW, BLOCK_C2, per_prog, n_cb,
+                         4 if BLOCK_HW <= 256 else 8)
+
+
 def _check_out(t: torch.Tensor, shape, dtype, device, name: str) -> None:
     if tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != device:
         raise ValueError(f"{name} must be {tuple(shape)} {dtype} on {device}, got "
@@ -161,7 +210,7 @@ def attention_forward(feat: torch.Tensor, eh: torch.Tensor, weight: torch.Tensor
     The arguments are those :func:`jsla_fast.ops.attention` has checked (jsla_fast.ops.checks);
     this launcher checks only what is its own: the preallocated outputs."""
     B, C, H, W = feat.shape
-    k = weight.shape[-1]
+    k = int(weight.shape[-1])  # a constexpr: under torch.compile(dynamic=True) this guards on k
     dev, dt = feat.device, feat.dtype
     if out is None:
         out = torch.empty_like(feat)  # keeps channels_last when feat has it
@@ -175,35 +224,20 @@ def attention_forward(feat: torch.Tensor, eh: torch.Tensor, weight: torch.Tensor
     if B == 0 or HW == 0:
         return out, alpha_out
 
-    target = _target_programs(dev)
-    # Kernel 1: positions x channel splits; enough splits that B * tiles * S reaches the target.
-    BLOCK_P = block_p or min(64, triton.next_power_of_2(HW))
-    BLOCK_C1 = min(16, triton.next_power_of_2(max(C, 1)))
-    tiles = triton.cdiv(HW, BLOCK_P)
-    c_blocks = max(1, triton.cdiv(C, BLOCK_C1))
-    S = splits if splits is not None else triton.cdiv(target, B * tiles)
-    S = max(1, min(S, c_blocks))
-    chunk = triton.cdiv(triton.cdiv(C, S), BLOCK_C1) * BLOCK_C1
-    S = max(1, triton.cdiv(C, chunk))  # no empty splits after rounding the chunk up
-    part = torch.empty((B, S, HW), dtype=torch.float32, device=dev)
+    plan = attention_plan(B, C, H, W, _target_programs(dev), splits, block_p)
+    part = torch.empty((B, plan.S, HW), dtype=torch.float32, device=dev)
     bias_t = bias.reshape(1)  # a view: no copy, no launch
-    wrap_triton(_partial_logits_kernel)[(B, tiles, S)](
+    wrap_triton(_partial_logits_kernel)[(B, plan.tiles, plan.S)](
         feat, eh, weight, part,
-        C, H, W, HW, chunk, S, float(slope),
+        C, H, W, HW, plan.chunk, plan.S, float(slope),
         *feat.stride(), *eh.stride(), *weight.stride()[1:],
-        K=k, BLOCK_C=BLOCK_C1, BLOCK_P=BLOCK_P, num_warps=4,
+        K=k, BLOCK_C=plan.BLOCK_C1, BLOCK_P=plan.BLOCK_P, num_warps=4,
     )
-
-    # Kernel 2: the [BLOCK_C2, BLOCK_HW] tile stays at ~4K elements to bound registers.
-    BLOCK_HW = triton.next_power_of_2(HW)
-    BLOCK_C2 = max(1, min(4096 // BLOCK_HW, triton.next_power_of_2(max(C, 1))))
-    per_prog = BLOCK_C2 * max(1, triton.cdiv(triton.cdiv(C, BLOCK_C2) * B, target))
-    n_cb = max(1, triton.cdiv(C, per_prog))  # >= 1 so that alpha is written even for C == 0
-    wrap_triton(_softmax_scale_kernel)[(B, n_cb)](
+    wrap_triton(_softmax_scale_kernel)[(B, plan.n_cb)](
         feat, part, bias_t, out, alpha_out,
-        C, W, HW, S, per_prog,
+        C, W, HW, plan.S, plan.per_prog,
         *feat.stride(), *out.stride(),
         alpha_out.stride(0), alpha_out.stride(2), alpha_out.stride(3),
-        BLOCK_HW=BLOCK_HW, BLOCK_C=BLOCK_C2, num_warps=4 if BLOCK_HW <= 256 else 8,
+        BLOCK_HW=plan.BLOCK_HW, BLOCK_C=plan.BLOCK_C2, num_warps=plan.num_warps2,
     )
     return out, alpha_out

@@ -37,22 +37,25 @@ Design
     split-K, 1 without. `convlstm_forward(..., splits=)` forces it on or off.
   * fp32 inputs use input_precision="ieee" (no TF32: K is ~11k for k=7, TF32 would miss 1e-4).
 
-Grids for the model shape (D=128, hid=96 = 4 branches of n=24, k=1,3,5,7, 14x14) on an H100
-(132 SMs), BLOCK_M=64, BLOCK_N=32 (1 N tile), BLOCK_K=32 (NCB = 4 + 3 = 7):
+Grids for the model shape (D=128, hid=96 = 4 branches of n=24, k=1,3,5,7, 14x14) on an H100 or
+H200 (132 SMs each), BLOCK_M=64, BLOCK_N=32 (1 N tile), BLOCK_K=32 (NCB = 4 + 3 = 7):
   B=1 : M=196 -> 4 M tiles x 4 branches = 16 programs <= 66: split-K, S = (1, 7, 20, 39) (chunks
         of 7, 9, 8.75, 8.8 steps), kernel 1 grid (4, 67) = 268 programs (2.0 per SM), workspace
         67 x 4 x 196 x 24 fp32 = 5.0 MB (written once, read once, mostly L2); reduction grid
         (cdiv(196*24, 128) = 37, 4) = 148 programs.
   B=40: M=7840 -> 123 M tiles x 4 branches = 492 programs: single fused pass, grid (123, 4).
 
-Cost (jsla_fast.ops.cost.convlstm_cost; model shape, fp16)
-  B=1 : 0.709 GFLOP, 3.81 MB minimum (3.61 MB of it is the weights, read once; activations 0.2 MB).
-        H100 floors: 3.81 MB / 3.35 TB/s = 1.14 us (memory), 0.709 GFLOP / 990 TFLOP/s = 0.72 us
-        -> intensity 186 FLOP/B < ridge ~296: MEMORY bound, the floor is ~1.1 us (weight streaming).
+Cost (jsla_fast.ops.cost.convlstm_cost; model shape, fp16; floors at the measured ceilings of
+jsla_fast.ops.cost.GPU_CEILINGS)
+  B=1 : 0.709 GFLOP, 3.81 MB minimum (3.61 MB of it is the weights, read once; activations 0.2 MB):
+        intensity 186 FLOP/B. H100: 1.27 us memory, 0.89 us compute (ridge 266 FLOP/B): MEMORY
+        bound, floor ~1.3 us (weight streaming). H200: 0.89 us memory, 0.90 us compute (ridge
+        183 FLOP/B): balanced, floor ~0.9 us. Launch latency (a few us) is larger than either.
         Without split-K the grid was 16 CTAs on 132 SMs and the k=7 CTAs did 49x the steps of the
         k=1 ones (343 vs 7): under-occupied and unbalanced. Split-K trades that for the 5.0 MB
         fp32 workspace round trip (L2-resident on an H100's 50 MB L2) and a second launch.
-  B=40: 28.3 GFLOP, 11.6 MB -> 28.6 us compute vs 3.5 us memory: COMPUTE bound, floor ~29 us.
+  B=40: 28.3 GFLOP, 11.6 MB: H100 35.5 us compute vs 3.9 us memory, H200 36.0 vs 2.7 us: COMPUTE
+        bound, floor ~36 us (fp32 runs as ieee fp32 here, far below the bf16 tensor-core rate).
   (The kernel re-reads each weight tile once per M tile: 4 tiles at B=1, so weight traffic is mostly
   L2 hits; at B=40, 123 M tiles re-read the 3.6 MB of weights from L2, not HBM.)
 """
@@ -66,6 +69,8 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import wrap_triton  # torch >= 2.6: torch.compile traces launches inside a triton_op
+
+from .attention import next_pow2  # int or SymInt -> int: block sizes are constexprs
 
 MAX_BRANCHES = 4
 #: split-K aims at this many kernel-1 programs per SM (2-4 hide latency; more only grows the fp32
@@ -306,7 +311,7 @@ class Blocks(NamedTuple):
 
 def _blocks(n: int, cuda: bool) -> Blocks:
     if cuda:
-        return Blocks(64, min(32, max(16, triton.next_power_of_2(n))), 32, 4, 128, 8)
+        return Blocks(64, min(32, max(16, next_pow2(n))), 32, 4, 128, 8)
     # interpreter: the smallest tl.dot tiles (>= 16) keep the numpy emulation fast
     return Blocks(16, 16, 16, 1, 64, 4)
 
@@ -322,12 +327,14 @@ class LaunchGroup(NamedTuple):
 
 def _split_counts(ks: Sequence[int], m_tiles: int, n_tiles: int, ncb: int, sms: int,
                   splits: int | Sequence[int] | None) -> tuple[int, ...] | None:
-    """S_b for one launch group (clamped to [1, k_b^2 * ncb] steps), None for the single pass."""
+    """S_b for one launch group (clamped to [1, k_b^2 * ncb] steps), None for the single pass.
+    Integer arithmetic only, so that SymInt shapes (torch.compile(dynamic=True)) go through."""
     if splits is None:  # automatic: only when the plain grid is well below the SM count
         if m_tiles == 0 or 2 * m_tiles * n_tiles * len(ks) > sms:
             return None
-        per_unit = SPLITK_PROGRAMS_PER_SM * sms / (m_tiles * n_tiles * sum(k * k for k in ks))
-        want = [int(per_unit * k * k + 0.5) for k in ks]
+        # S_b = round(programs * k_b^2 / (m_tiles * n_tiles * sum k^2)), programs ~ SPLITK_PROGRAMS_PER_SM per SM
+        programs, units = SPLITK_PROGRAMS_PER_SM * sms, m_tiles * n_tiles * sum(k * k for k in ks)
+        want = [(2 * programs * k * k + units) // (2 * units) for k in ks]
     elif isinstance(splits, int):
         want = [splits * k * k for k in ks]
     else:
@@ -407,7 +414,8 @@ def convlstm_forward(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
     hid = len(weights) * n
     ws, bs, ks = [], [], []
     for w, bias in zip(weights, biases):
-        k = w.shape[-1]
+        k = int(w.shape[-1])  # a constexpr: under torch.compile(dynamic=True) this guards on k
+        # the layout the kernel reads; a no-op for the model's weights (MultiKernelConvLSTM keeps it)
         ws.append(w.to(x.dtype).contiguous())
         bs.append(bias.to(x.dtype).contiguous())
         ks.append(k)
@@ -446,7 +454,7 @@ def convlstm_forward(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
         wrap_triton(_convlstm_kernel)[grp.grid](
             x, h, c, h_out, c_out, part, *wargs, *bargs, g0, *offs,
             M, H, W, D, hid, n, *x.stride(), *h.stride(), *out_strides, *grp.ks, *([0] * pad),
-            N_TILES=triton.cdiv(n, blk.BLOCK_N), BLOCK_M=blk.BLOCK_M, BLOCK_N=blk.BLOCK_N,
+            N_TILES=int(triton.cdiv(n, blk.BLOCK_N)), BLOCK_M=blk.BLOCK_M, BLOCK_N=blk.BLOCK_N,
             BLOCK_K=blk.BLOCK_K, SPLIT=grp.splits is not None, IN_PREC=in_prec, DOT_F32=dot_f32,
             num_warps=blk.num_warps)
         if grp.splits is not None:

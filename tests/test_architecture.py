@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.backends import require_triton
 from jsla_fast.ops import BACKENDS, why_unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +123,7 @@ print(sorted(m for m in ("triton", "rospy", "onnx", "onnxruntime", "onnxscript",
 
 
 def test_resolving_triton_imports_it_only_then():
+    require_triton()
     code = """
 import sys
 from jsla_fast.ops import why_unavailable
@@ -197,12 +199,12 @@ def test_the_cpp_binding_runs_exactly_its_listed_dtypes():
 @pytest.mark.parametrize("kind", ["jsla", "posenet", "poselstm"])
 def test_every_registered_model_implements_the_interface(kind, seed):
     from helpers.models import randomise_batchnorm
-    from jsla_fast import JSLAConfig
+    from jsla_fast import ModelConfig
     from jsla_fast.model import MODELS, Model, model_class
 
     cls = model_class(kind)
     assert MODELS[kind] is cls and issubclass(cls, Model) and cls.kind == kind
-    model = cls(JSLAConfig(grid=7)).eval()
+    model = cls(ModelConfig(grid=7)).eval()
     randomise_batchnorm(model, torch.Generator().manual_seed(seed))
     assert model.set_backend("reference") is model and model.set_progress(0.5) == model.tau
     assert model.pose_heads() and all(isinstance(h, torch.nn.Linear) for h in model.pose_heads())
@@ -217,3 +219,59 @@ def test_every_registered_model_implements_the_interface(kind, seed):
     torch.testing.assert_close(got.pose, want.pose, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="unknown model kind 'nope'"):
         model_class("nope")
+
+
+@pytest.mark.parametrize("task", ["pose", "scene"])
+@pytest.mark.parametrize("kind", ["jsla", "posenet", "poselstm"])
+def test_every_model_has_the_declared_parts(kind, task):
+    """What Model declares, every registered kind has, with the declared types, so callers
+    (runtime, calibrate, uncertainty, train) use them without probing: the head reads the dropout's
+    output (what MC dropout samples), and only a pose model has a pose decoder."""
+    from typing import get_type_hints
+
+    from jsla_fast import ModelConfig, ModelOutput
+    from jsla_fast.model import GoogLeNet, Model, model_class
+    from jsla_fast.model.pose_head import PoseDecoder, PoseHead
+
+    declared = {n for n in get_type_hints(Model) if not n.startswith("_")} - {"kind", "has_static_form", "training"}
+    assert {"config", "normalization", "backbone", "dropout", "head", "pose_decoder", "tau"} <= declared
+    model = model_class(kind)(ModelConfig(task=task, num_classes=5, grid=7)).eval()
+    assert all(hasattr(model, name) for name in declared), sorted(n for n in declared if not hasattr(model, n))
+    assert isinstance(model.config, ModelConfig) and model.normalization is None
+    assert isinstance(model.backbone, GoogLeNet) and isinstance(model.dropout, torch.nn.Dropout)
+    assert isinstance(model.head, PoseHead)
+    assert isinstance(model.pose_decoder, PoseDecoder) if task == "pose" else model.pose_decoder is None
+    seen = []
+    hook = model.head.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    dropped = model.dropout.register_forward_hook(lambda mod, args, out: seen.append(out))
+    try:
+        with torch.inference_mode():
+            out = model(torch.randn(2, 3, 64, 64))
+    finally:
+        hook.remove()
+        dropped.remove()
+    assert isinstance(out, ModelOutput) and len(seen) == 2 and seen[0] is seen[1]  # head(dropout(features))
+    assert (out.pose is None) == (task == "scene") and (out.logits is None) == (task == "pose")
+
+
+def test_the_old_names_of_the_shared_types_still_work():
+    """JSLAConfig and JSLAOutput, the names from when JSLA was the only model, are the same types."""
+    import jsla_fast
+    from jsla_fast.config import JSLAConfig, ModelConfig
+    from jsla_fast.model.base import JSLAOutput, ModelOutput
+    from jsla_fast.model.jsla import JSLAOutput as from_jsla
+
+    assert JSLAConfig is ModelConfig is jsla_fast.JSLAConfig is jsla_fast.ModelConfig
+    assert JSLAOutput is ModelOutput is from_jsla is jsla_fast.JSLAOutput is jsla_fast.ModelOutput
+    assert jsla_fast.PoseNet(JSLAConfig(grid=7)).config == ModelConfig(grid=7)
+
+
+def test_no_caller_probes_a_model_for_attributes():
+    """The parts callers need are declared on Model: no getattr/hasattr on a model (or its pose
+    decoder) anywhere in the package."""
+    probe = re.compile(r"\b(getattr|hasattr)\(\s*(\w+\.)*(model|decoder|source|cls)\b")
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in package_modules().values()
+             for n, line in enumerate(path.read_text().splitlines(), 1) if probe.search(line)]
+    assert found == []
+    assert probe.search('if getattr(model, "pose_decoder", None) is None:')
+    assert probe.search('bool(getattr(decoder, "calibrated", False))')

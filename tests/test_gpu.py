@@ -1,164 +1,221 @@
 """GPU checks of every CUDA-capable backend (`cuda`: csrc/cuda through torch.ops.jsla; `triton`) at
 the model's real shapes, and of the CUDA-graph runtime. All marked `gpu`: skipped without CUDA,
 run with `pytest -m gpu` on a GPU machine. On such a machine every backend of AUTO_ORDER["cuda"]
-must be available: a missing one fails (the install builds the CUDA kernels when torch has CUDA).
+must be available: a missing one fails (the install builds the CUDA kernels when torch has CUDA),
+except a missing `triton` package, which skips its tests with the reason (helpers/backends.py).
 
-Tolerances, as max |got - ref| / max |ref| against the float64 reference of the same rounded
-inputs (each output separately):
-  attention  fp32 1e-5 (fp32 FMA, no tensor cores), fp16 2e-3, bf16 1.6e-2 (the output's rounding:
-             half an ulp is 2^-11 / 2^-8 of the value, plus the fp32 softmax);
-  convlstm   fp32: `cuda` 2e-3 (TF32 tensor cores, like cuDNN's default for PyTorch convolutions),
-             `triton` 1e-4 (ieee fp32 dot); fp16 5e-3, bf16 3e-2 (16-bit operands over K ~ 11k
-             products, fp32 accumulation, output rounding).
-Outputs are poisoned: the caching allocator's block the op will get is filled with NaN first, so an
-element the kernel never writes shows up as NaN.
+Every op output is compared element by element with the float64 specification from the same
+rounded inputs, within the bound tests/helpers/compare.py derives for that element (dtype,
+reduction length, conditioning; the `cuda` ConvLSTM's fp32 path is TF32), and each comparison
+must reject perturbed copies of the output (its mutations) at these very shapes. The ops run
+inside ``poisoned_allocations``: every buffer they allocate (outputs, workspaces) starts as NaN,
+so an element a kernel never writes fails the comparison.
 """
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import pytest
 import torch
 
+from helpers.backends import fused_backend
+from helpers.compare import (ATTENTION_MUTATIONS, CONVLSTM_MUTATIONS, TF32_PRODUCT, Arith, assert_close,
+                             assert_mutations_fail, attention_expected, convlstm_arith, convlstm_expected, rms,
+                             unit_roundoff)
 from helpers.models import force_layer, make_diverse_selector, randomise_batchnorm
-from jsla_fast.config import layer_shapes
-from jsla_fast.ops import AUTO_ORDER, BACKENDS, available, why_unavailable
-from jsla_fast.ops import attention_reference, convlstm_step_reference
+from helpers.ops import ATTENTION_SHAPES, poisoned_allocations, record_op_calls, seeded_attention_inputs, \
+    seeded_convlstm_inputs
+from jsla_fast.ops import AUTO_ORDER, attention_reference, available, convlstm_step_reference, why_unavailable
 
 pytestmark = pytest.mark.gpu
 
 GPU_BACKENDS = [n for n in AUTO_ORDER["cuda"] if n != "reference"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-ATTENTION_SHAPES = list(layer_shapes(224).values())
-ATTENTION_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-CONVLSTM_TOL = {("cuda", torch.float32): 2e-3, ("triton", torch.float32): 1e-4,
-                torch.float16: 5e-3, torch.bfloat16: 3e-2}
+KERNELS = (1, 3, 5, 7)  # the model's ConvLSTM: D=128, hid=96 (n=24 per branch), 14x14
 
 
 @pytest.fixture(params=GPU_BACKENDS)
 def gpu_backend(request):
-    reason = why_unavailable(request.param, "cuda")
-    assert reason is None, reason  # on a GPU machine every GPU backend must be built
-    return BACKENDS[request.param]
+    return fused_backend(request.param, "cuda")
 
 
-def poison_allocator(*shapes, dtype) -> None:
-    """Fill with NaN the blocks the next allocations of these shapes will reuse."""
-    blocks = [torch.full(s, float("nan"), device="cuda", dtype=dtype) for s in shapes]
-    del blocks  # freed to the caching allocator, contents kept
+def laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t.contiguous()
 
 
-def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    assert not torch.isnan(got).any(), "NaN in the output: an element was not written"
-    return ((got.double() - ref).abs().max() / ref.abs().max()).item()
-
-
-def rand(gen, *shape, dtype, scale=1.0, layout="contiguous"):
-    t = (torch.randn(*shape, generator=gen) * scale).to("cuda", dtype)
-    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" and t.dim() == 4 else t
+@contextmanager
+def cudnn_tf32(enabled: bool):
+    """cuDNN convolutions with (the PyTorch default) or without TF32, restored on leaving."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B", [1, 40])
 def test_attention_real_shapes(gpu_backend, B, dtype, layout, seed):
-    gen = torch.Generator().manual_seed(seed)
     for C, H, W in ATTENTION_SHAPES:
-        feat, eh = rand(gen, B, C, H, W, dtype=dtype, layout=layout), rand(gen, B, C, H, W, dtype=dtype, layout=layout)
-        weight, bias = rand(gen, 1, C, 5, 5, dtype=dtype, scale=0.05), rand(gen, 1, dtype=dtype)
-        ref_o, ref_a = attention_reference(feat.double(), eh.double(), weight.double(), bias.double(), 0.01)
-        poison_allocator((B, C, H, W), (B, 1, H, W), dtype=dtype)
-        out, alpha = gpu_backend.attention(feat, eh, weight, bias, 0.01)
-        torch.cuda.synchronize()
-        assert out.dtype == dtype and alpha.shape == (B, 1, H, W)
-        for name, got, ref in (("out", out, ref_o), ("alpha", alpha, ref_a)):
-            err = rel_err(got, ref)
-            assert err <= ATTENTION_TOL[dtype], f"{gpu_backend.name} {name} {C}x{H}x{W} B={B}: {err:.2e}"
+        feat, eh, weight, bias = seeded_attention_inputs(seed, B, C, H, W, 5, dtype=dtype, device="cuda")
+        feat, eh = laid_out(feat, layout), laid_out(eh, layout)
+        expected = attention_expected(feat, eh, weight, bias, 0.01)
+        with poisoned_allocations("cuda"):
+            out, alpha = gpu_backend.attention(feat, eh, weight, bias, 0.01)
+            torch.cuda.synchronize()
+        assert out.dtype == alpha.dtype == dtype and out.shape == feat.shape and alpha.shape == (B, 1, H, W)
+        what = f"{gpu_backend.name} {C}x{H}x{W} B={B} {layout}"
+        expected.check(out, alpha, what=what)
+        assert_mutations_fail(expected, (out, alpha), ATTENTION_MUTATIONS)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B", [1, 40])
 def test_convlstm_real_shapes(gpu_backend, B, dtype, layout, seed):
-    gen = torch.Generator().manual_seed(seed)
-    D, hid, G, kernels = 128, 96, 14, (1, 3, 5, 7)
-    x = rand(gen, B, D, G, G, dtype=dtype, layout=layout)
-    h, c = rand(gen, B, hid, G, G, dtype=dtype, layout=layout), rand(gen, B, hid, G, G, dtype=dtype, layout=layout)
-    ws = [rand(gen, 4 * 24, D + hid, k, k, dtype=dtype, scale=(D + hid) ** -0.5 / k) for k in kernels]
-    bs = [rand(gen, 4 * 24, dtype=dtype, scale=0.1) for _ in kernels]
-    ref_h, ref_c = convlstm_step_reference(x.double(), h.double(), c.double(), [w.double() for w in ws],
-                                           [b.double() for b in bs])
-    poison_allocator((B, hid, G, G), (B, hid, G, G), dtype=dtype)
-    h1, c1 = gpu_backend.convlstm_step(x, h, c, ws, bs)
-    torch.cuda.synchronize()
-    tol = CONVLSTM_TOL.get((gpu_backend.name, dtype), CONVLSTM_TOL.get(dtype))
-    for name, got, ref in (("h", h1, ref_h), ("c", c1, ref_c)):
-        err = rel_err(got, ref)
-        assert err <= tol, f"{gpu_backend.name} {name} B={B}: {err:.2e} > {tol}"
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed, B, 128, 24, KERNELS, (14, 14), dtype=dtype, device="cuda")
+    x, h, c = (laid_out(t, layout) for t in (x, h, c))
+    expected = convlstm_expected(x, h, c, ws, bs, convlstm_arith(gpu_backend.name, dtype))
+    with poisoned_allocations("cuda"):
+        h1, c1 = gpu_backend.convlstm_step(x, h, c, ws, bs)
+        torch.cuda.synchronize()
+    assert h1.dtype == c1.dtype == dtype and h1.shape == c1.shape == h.shape
+    expected.check(h1, c1, what=f"{gpu_backend.name} B={B} {layout}")
+    assert_mutations_fail(expected, (h1, c1), CONVLSTM_MUTATIONS)
 
 
-def test_gradients_match_reference(gpu_backend, seed):
-    """Training on GPU: the fused ops' gradients (their registered backward) equal the reference's."""
-    gen = torch.Generator().manual_seed(seed)
-    feat, eh = rand(gen, 2, 512, 14, 14, dtype=torch.float32), rand(gen, 2, 512, 14, 14, dtype=torch.float32)
-    weight, bias = rand(gen, 1, 512, 5, 5, dtype=torch.float32, scale=0.05), rand(gen, 1, dtype=torch.float32)
-    x, h, c = (rand(gen, 2, n, 14, 14, dtype=torch.float32) for n in (128, 96, 96))
-    ws = [rand(gen, 96, 224, k, k, dtype=torch.float32, scale=224 ** -0.5 / k) for k in (1, 3, 5, 7)]
-    bs = [rand(gen, 96, dtype=torch.float32, scale=0.1) for _ in range(4)]
+# -- training: the registered backward --------------------------------------------------------
+GRADIENT_NAMES = ["F", "Eh", "W_att", "b_att", "x", "h", "c", *(f"W_{k}" for k in KERNELS),
+                  *(f"b_{k}" for k in KERNELS)]
+
+
+def gradient_budget(backend: str, tf32: bool, attention: tuple, convlstm: tuple) -> float:
+    """The gradients' error relative to their typical magnitude: the forward outputs the backward
+    reads (alpha, c'), at their own bounds' typical size relative to the values (rms(bound) /
+    rms(want)), plus two stages of convolutions in jsla_fast/ops/backward.py on any path to a
+    gradient (the gates recomputed, whose error reaches the gradients through sigma' and tanh',
+    slopes <= 1; then one conv2d_input or conv2d_weight), over reductions of at most n = 224 * 49
+    terms, each a dot error (helpers/compare.py) relative to the terms' root-sum-square, which is
+    the typical size of a sum of random-sign terms: with TF32 (10-bit operands, tensor cores) or
+    in fp32."""
+    fwd = [attention_expected(*attention, 0.01), convlstm_expected(*convlstm, convlstm_arith(backend, torch.float32))]
+    forward = max(rms(r * w.abs() + a) / rms(w) for e in fwd for w, r, a in zip(e.want, e.rtol, e.atol))
+    stage = Arith(torch.float32, TF32_PRODUCT if tf32 else unit_roundoff(torch.float32), tensor_cores=tf32)
+    return forward + 2 * stage.dot_error(1.0, 224 * 49)
+
+
+@pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32"])
+def test_gradients_match_reference(gpu_backend, tf32, seed):
+    """Training on GPU: the fused ops' gradients (their registered backward, shared by every
+    backend: jsla_fast/ops/backward.py) equal the float64 reference's autograd. The backward's
+    convolutions are PyTorch's, so like any convolution's backward they follow
+    torch.backends.cudnn.allow_tf32 (True by default): both settings, each within its own bound
+    (gradient_budget); every element within budget * (|want| + rms(want))."""
+    feat, eh, weight, bias = seeded_attention_inputs(seed, 2, 512, 14, 14, 5, device="cuda")
+    x, h, c, ws, bs = seeded_convlstm_inputs(seed + 1, 2, 128, 24, KERNELS, (14, 14), device="cuda")
     inputs = [feat, eh, weight, bias, x, h, c, *ws, *bs]
+    g = torch.Generator("cuda").manual_seed(seed + 2)
+    probes = [torch.randn(s, generator=g, device="cuda", dtype=torch.float64)
+              for s in (feat.shape, (2, 1, 14, 14), h.shape, h.shape)]
 
-    def loss(att, step, tensors):
-        f, e, w, b, xx, hh, cc, *rest = tensors
-        o, a = att(f, e, w, b, 0.01)
-        h1, c1 = step(xx, hh, cc, rest[:4], rest[4:])
-        r = torch.Generator().manual_seed(seed + 1)
-        return sum((t.double() * torch.randn(t.shape, generator=r).to(t.device, torch.double)).sum()
-                   for t in (o, a, h1, c1))
-
-    def grads(att, step, precision):
-        leaves = [t.detach().to(precision).requires_grad_() for t in inputs]
-        loss(att, step, leaves).backward()
+    def grads(att, step, dtype):
+        leaves = [t.detach().to(dtype).requires_grad_() for t in inputs]
+        f, e, w, b, xx, hh, cc, *rest = leaves
+        outs = (*att(f, e, w, b, 0.01), *step(xx, hh, cc, rest[:4], rest[4:]))
+        torch.autograd.backward(list(outs), [p.to(dtype) for p in probes])
         return [leaf.grad for leaf in leaves]
 
     want = grads(attention_reference, convlstm_step_reference, torch.float64)
-    got = grads(gpu_backend.attention, gpu_backend.convlstm_step, torch.float32)
-    tol = 2e-3 if gpu_backend.name == "cuda" else 1e-4  # the backward is the reference's; TF32 forward for cuda
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert rel_err(g, w) <= tol, f"gradient {i}: {rel_err(g, w):.2e}"
+    with cudnn_tf32(tf32):
+        got = grads(gpu_backend.attention, gpu_backend.convlstm_step, torch.float32)
+    budget = gradient_budget(gpu_backend.name, tf32, (feat, eh, weight, bias), (x, h, c, ws, bs))
+    assert budget < 0.1, budget  # the mutations below (20 %) must stay detectable
+    for name, gv, wv in zip(GRADIENT_NAMES, got, want):
+        if name == "b_att":
+            continue  # zero in exact arithmetic: below
+        assert_close(gv, wv, rtol=budget, atol=budget * rms(wv), what=f"gradient of {name}")
+        row = int(torch.unravel_index(wv.abs().argmax(), wv.shape)[0])
+        bad = gv.clone()
+        bad[row] *= 1.2  # the row of the largest element, 20 % off: must fail
+        with pytest.raises(AssertionError):
+            assert_close(bad, wv, rtol=budget, atol=budget * rms(wv))
+    # A softmax does not move when every logit moves by the same amount, so the attention bias's
+    # gradient is sum_p dL_p = 0: what the fused backward returns is the rounding of that sum, at
+    # most the budget of the terms it adds (their absolute sum, in float64 here).
+    f, e, w, b = (t.detach().double() for t in (feat, eh, weight, bias))
+    logits = torch.nn.functional.conv2d(torch.nn.functional.leaky_relu(f + e, 0.01), w, b, padding=2)
+    logits.requires_grad_()
+    alpha = torch.softmax(logits.flatten(1), dim=1).view_as(logits)
+    torch.autograd.backward([f * alpha, alpha], probes[:2])
+    assert abs(float(want[3])) < 1e-9 * float(logits.grad.abs().sum())
+    assert abs(float(got[3])) <= budget * float(logits.grad.abs().sum()), (float(got[3]), budget)
 
 
-def test_cuda_kernel_launch_budget(seed):
-    """docs/DESIGN.md, "The fused ops": the fused attention is at most 2 kernels; the ConvLSTM step at most 2 (+ a memset)."""
+# -- launches on the Localizer's own tensors ---------------------------------------------------------
+def _model(seed):
+    from jsla_fast import JSLA, ModelConfig
+
+    torch.manual_seed(seed)
+    model = JSLA(ModelConfig(task="pose")).eval()
+    randomise_batchnorm(model, torch.Generator().manual_seed(seed))  # as after training
+    return model
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_launch_budget_on_the_localizers_layout(backend, monkeypatch, seed):
+    """docs/DESIGN.md, "The fused ops": the fused attention is at most 2 kernels, the ConvLSTM step
+    at most 2 (memsets aside), on the very tensors a Localizer hands the ops (fp16, model converted
+    to channels-last): the weights already in the layout the kernels read, so no step copies one."""
     from torch.profiler import ProfilerActivity, profile
 
-    assert why_unavailable("cuda", "cuda") is None, why_unavailable("cuda", "cuda")
-    gen = torch.Generator().manual_seed(seed)
-    feat, eh = rand(gen, 1, 480, 28, 28, dtype=torch.float16), rand(gen, 1, 480, 28, 28, dtype=torch.float16)
-    weight, bias = rand(gen, 1, 480, 5, 5, dtype=torch.float16), rand(gen, 1, dtype=torch.float16)
-    x, h, c = (rand(gen, 1, n, 14, 14, dtype=torch.float16) for n in (128, 96, 96))
-    ws = [rand(gen, 96, 224, k, k, dtype=torch.float16, scale=0.01) for k in (1, 3, 5, 7)]
-    bs = [rand(gen, 96, dtype=torch.float16) for _ in range(4)]
-    cuda = BACKENDS["cuda"]
-    for call, budget in ((lambda: cuda.attention(feat, eh, weight, bias, 0.01), 2),
-                         (lambda: cuda.convlstm_step(x, h, c, ws, bs), 2)):
-        call()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            call()
+    from jsla_fast.runtime import Localizer
+
+    fused = fused_backend(backend, "cuda")
+    loc = Localizer(_model(seed), "cuda", backend=backend, dtype=torch.float16, cuda_graph=False, check=False)
+    assert any(not m.weight.is_contiguous() for m in loc.model.modules() if isinstance(m, torch.nn.Conv2d)), \
+        "the Localizer no longer converts the model to channels-last: this test would prove nothing"
+    calls = record_op_calls(monkeypatch)
+    loc(torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(seed)))
+    torch.cuda.synchronize()
+    assert set(calls) == {"attention", "convlstm_step"}, calls.keys()
+    weights = [calls["attention"][2], *calls["convlstm_step"][3]]
+    assert all(w.is_contiguous() for w in weights), [w.stride() for w in weights]
+    for name, budget in (("attention", 2), ("convlstm_step", 2)):
+        args = calls[name]
+        with torch.inference_mode():
+            getattr(fused, name)(*args)  # compile / plan outside the profile
             torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                getattr(fused, name)(*args)
+                torch.cuda.synchronize()
         kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
                    and "memset" not in e.name.lower()]
-        assert 1 <= len(kernels) <= budget, kernels
+        assert 1 <= len(kernels) <= budget, (name, kernels)
 
 
 # -- the CUDA-graph runtime -------------------------------------------------------------------------
-def _model(seed):
-    from jsla_fast import JSLA, JSLAConfig
+#: Eager and graphed runs differ only in summation orders (a mixed eager batch runs each layer's
+#: samples as a sub-batch, which changes the fused kernels' splits and may change cuDNN's algorithm;
+#: the test turns TF32 off, whose 10-bit products would differ by ~1e-3 between two algorithms):
+#: fp32 ~ u sqrt(n) ~ 1e-5 relative per op for n up to 25600, compounded over three steps and the
+#: head: 1e-4; fp16 rounds every layer's output to 11 bits, so an order change flips the last bit
+#: (2^-10 relative) of some elements, and a few such flips can meet in one output: 10 ulps, 1e-2.
+#: Relative to each element and to the output's typical size (rms). A layer choice whose top two
+#: scores are closer than this (relative to the top score) may flip between the two runs: those
+#: samples are left out.
+GRAPH_TOL = {torch.float32: 1e-4, torch.float16: 1e-2}
 
-    torch.manual_seed(seed)
-    model = JSLA(JSLAConfig(task="pose")).eval()
-    randomise_batchnorm(model, torch.Generator().manual_seed(seed))  # as after training
-    return model
+
+def decisive(out, tol: float) -> torch.Tensor:
+    """Per sample: every step's layer choice is clear of the two runs' differences."""
+    keep = torch.ones(out.layers.shape[0], dtype=torch.bool, device=out.layers.device)
+    for scores in out.selection_logits:
+        top = scores.float().topk(2, dim=1).values
+        keep &= (top[:, 0] - top[:, 1]) > tol * (top[:, 0].abs() + 1)
+    return keep
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
@@ -166,14 +223,22 @@ def _model(seed):
 def test_cuda_graph_equals_eager_for_every_layer_choice(backend, dtype, seed):
     """The replayed graph equals the eager runtime (same backend, dtype, folding) for each possible
     layer choice (B=1), and for a batch of 40 whose samples choose differently; replaying a new
-    frame gives that frame's own result (the input is copied in, the outputs copied out)."""
+    frame gives that frame's own result (the input is copied in, the outputs copied out). The
+    graphs: one per input shape seen, the start-up check's frame included, none captured twice."""
+    if backend != "reference":
+        fused_backend(backend, "cuda")
+    assert backend in available("cuda", dtype), why_unavailable(backend, "cuda")
+    with cudnn_tf32(False):
+        _check_graphs(backend, dtype, seed)
+
+
+def _check_graphs(backend, dtype, seed):
     from jsla_fast.runtime import Localizer
 
-    assert backend in available("cuda", dtype), why_unavailable(backend, "cuda")
     base = _model(seed)
     gen = torch.Generator().manual_seed(seed)
     mixed = torch.randn(40, 3, 224, 224, generator=gen)
-    tol = 1e-5 if dtype == torch.float32 else 1e-3
+    tol = GRAPH_TOL[dtype]
     for layer in [*range(len(base.branches)), None]:
         model = copy.deepcopy(base)
         if layer is not None:
@@ -182,16 +247,24 @@ def test_cuda_graph_equals_eager_for_every_layer_choice(backend, dtype, seed):
             make_diverse_selector(model, mixed, seed)
         eager = Localizer(copy.deepcopy(model), "cuda", backend=backend, dtype=dtype, cuda_graph=False)
         graphed = Localizer(model, "cuda", backend=backend, dtype=dtype, cuda_graph=True)
+        assert not eager.graphs
+        startup = dict(graphed.graphs)
+        assert len(startup) == 1, list(startup)  # the start-up check ran one frame, through a graph
         frames = [torch.randn(1, 3, 224, 224, generator=gen) for _ in range(2)] if layer is not None else \
             [mixed, torch.randn(40, 3, 224, 224, generator=gen)]
         for i, images in enumerate(frames):  # the first call captures, the second replays on a new frame
             want, got = eager(images.cuda()), graphed(images.cuda())
+            keep = decisive(want, tol)
             if layer is not None:
-                assert set(want.layers.flatten().tolist()) == {layer}
-            elif i == 0:
-                assert len(set(want.layers[:, 0].tolist())) > 1, "the batch should choose different layers"
-            assert got.layers.tolist() == want.layers.tolist()
-            torch.testing.assert_close(got.pose.float(), want.pose.float(), rtol=0, atol=tol)
+                assert set(want.layers.flatten().tolist()) == {layer} and bool(keep.all())
+            else:
+                assert int((~keep).sum()) <= len(keep) // 4, f"{int((~keep).sum())} near-ties of {len(keep)}"
+                if i == 0:
+                    assert len(set(want.layers[keep, 0].tolist())) > 1, "the batch should choose different layers"
+            what = f"{backend} {dtype} layer {layer} frame {i}"
+            assert got.layers[keep].tolist() == want.layers[keep].tolist(), what
+            assert_close(got.pose[keep], want.pose[keep], rtol=tol, atol=tol * rms(want.pose[keep]), what=what)
             for a, b in zip(got.attention, want.attention, strict=True):
-                torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=tol)
-        assert len(graphed.graphs) == 1
+                assert_close(a[keep], b[keep], rtol=tol, atol=tol * rms(b[keep]), what=f"{what} attention")
+        assert set(graphed.graphs) == set(startup) | {tuple(f.shape) for f in frames}, list(graphed.graphs)
+        assert all(graphed.graphs[shape] is graph for shape, graph in startup.items())

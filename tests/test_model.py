@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.models import make_diverse_selector
+from helpers.models import excess_u, make_diverse_selector, pose_excess_u
 from jsla_fast import JSLA, JSLAConfig
 from jsla_fast.config import layer_shapes
 from jsla_fast.model.googlenet import GoogLeNet
@@ -86,6 +86,14 @@ def test_eval_is_deterministic(images):
         assert torch.equal(x, y)
 
 
+#: A sample alone and in a batch of 6 agree within this many u (2^-24 times the sample's largest
+#: output; positions and quaternions each at their own scale): every convolution may take another
+#: algorithm at another batch size, and the chosen branches run on sub-batches, so every layer's
+#: output changes by ~1 u rms, the same source as test_backends' MIXED_BUDGET_U, whose derivation
+#: holds here with the changes spread over more layers. Measured (3 seeds, both tasks): <= 6 u.
+BATCH_BUDGET_U = 32
+
+
 @pytest.mark.parametrize("task", ["pose", "scene"])
 def test_batch_equals_each_sample_alone_with_mixed_layers(task, seed):
     cfg = JSLAConfig(task=task, steps=3, num_classes=5)
@@ -96,20 +104,20 @@ def test_batch_equals_each_sample_alone_with_mixed_layers(task, seed):
     mixed = [len(batch.layers[:, t].unique()) > 1 for t in range(cfg.steps)]
     assert any(mixed), f"test setup: every step chose one layer for all samples: {batch.layers.tolist()}"
     check_output(batch, cfg, 6)
+    compare = pose_excess_u if task == "pose" else excess_u
     pred = batch.pose if task == "pose" else batch.logits
     for i in range(x.shape[0]):
         alone = model(x[i:i + 1])
         assert torch.equal(alone.layers[0], batch.layers[i])
-        torch.testing.assert_close(alone.pose if task == "pose" else alone.logits, pred[i:i + 1],
-                                   atol=1e-5, rtol=0)
+        assert compare(alone.pose if task == "pose" else alone.logits, pred[i:i + 1]) <= BATCH_BUDGET_U, i
         for t in range(cfg.steps):
             a_alone, a_batch = alone.attention[t], batch.attention[t][i:i + 1]
-            if a_alone.shape == a_batch.shape:
-                torch.testing.assert_close(a_alone, a_batch, atol=1e-5, rtol=0)
-            else:  # the batch put this sample's coarser map on a finer grid, mass preserved
+            if a_alone.shape != a_batch.shape:  # the batch put its coarser map on a finer grid, mass preserved
                 ry, rx = a_batch.shape[-2] // a_alone.shape[-2], a_batch.shape[-1] // a_alone.shape[-1]
-                torch.testing.assert_close(torch.nn.functional.avg_pool2d(a_batch, (ry, rx)) * ry * rx,
-                                           a_alone, atol=1e-6, rtol=0)
+                a_batch = torch.nn.functional.avg_pool2d(a_batch, (ry, rx)) * ry * rx
+            assert excess_u(a_batch, a_alone) <= BATCH_BUDGET_U, (i, t)
+    # the comparison catches a sample given its neighbour's result
+    assert compare(pred.roll(1, 0), pred) > BATCH_BUDGET_U
 
 
 def test_training_step_reduces_loss_on_a_fixed_batch(seed):
@@ -196,3 +204,18 @@ def test_layer_shapes_are_the_backbones(size, style):
     feats = GoogLeNet(style=style).eval()(torch.zeros(1, 3, size, size))
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == layer_shapes(size, style=style)
     assert layer_shapes(224) == {"3b": (480, 28, 28), "4c": (512, 14, 14), "4e": (832, 14, 14), "5b": (1024, 7, 7)}
+
+
+def test_pose_decoder_says_which_factors_scale_its_sigmas():
+    """What runtime, evaluate and calibrate ask a pose decoder instead of probing its buffers."""
+    from jsla_fast.model.pose_head import PoseDecoder
+
+    plain, aleatoric = PoseDecoder(uncertainty=False), PoseDecoder(uncertainty=True)
+    assert plain.factors(mc=False) is None and not plain.is_calibrated(mc=False)
+    assert aleatoric.factors(mc=False).tolist() == [1.0, 1.0] and not aleatoric.is_calibrated(mc=False)
+    aleatoric.set_calibration(2.0, 3.0)
+    assert aleatoric.factors(mc=False).tolist() == [2.0, 3.0] and aleatoric.is_calibrated(mc=False)
+    for decoder in (plain, aleatoric):
+        assert not decoder.is_calibrated(mc=True) and decoder.factors(mc=True).tolist() == [1.0, 1.0]
+        decoder.set_mc_calibration(1.5, 0.5, samples=32)
+        assert decoder.is_calibrated(mc=True) and decoder.factors(mc=True).tolist() == [1.5, 0.5]

@@ -6,17 +6,33 @@ tap but the centre is padding, > 4 branches split over two launches). Outputs ar
 and filled with NaN, so any element the kernel forgets to write fails the comparison; so are the
 split-K workspaces in the split-K tests (fixture ``nan_workspace``). On CPU the automatic split-K
 choice assumes ``INTERPRETER_SMS`` = 4 SMs, so the smallest cases (one M tile, <= 2 branches) take
-split-K even when not forced."""
+split-K even when not forced.
+
+Every output is compared element by element with the float64 specification from the same rounded
+inputs, within the bound tests/helpers/compare.py derives for the kernel's arithmetic (dtype,
+reduction length (D + hid) k^2, conditioning; fp32 runs tl.dot with input_precision="ieee")."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from jsla_fast.kernels import convlstm as convlstm_kernels
-from jsla_fast.kernels.convlstm import convlstm_forward, launch_plan
-from jsla_fast.model.convlstm import MultiKernelConvLSTM
-from helpers.ops import convlstm_f64, nan_like, seeded_convlstm_inputs
-from jsla_fast.ops import convlstm_step_reference
+from helpers.backends import require_triton
+
+require_triton()  # the whole file needs the kernels
+
+from helpers.compare import CONVLSTM_MUTATIONS, assert_mutations_fail, convlstm_arith, convlstm_expected  # noqa: E402
+from helpers.ops import nan_like, seeded_convlstm_inputs  # noqa: E402
+from jsla_fast.kernels import convlstm as convlstm_kernels  # noqa: E402
+from jsla_fast.kernels.convlstm import convlstm_forward, launch_plan  # noqa: E402
+from jsla_fast.model.convlstm import MultiKernelConvLSTM  # noqa: E402
+
+
+def check(h_new, c_new, x, h, c, ws, bs, what=""):
+    """h', c' against the float64 specification within the Triton kernel's bound."""
+    assert h_new.dtype == c_new.dtype == x.dtype
+    expected = convlstm_expected(x, h, c, ws, bs, convlstm_arith("triton", x.dtype))
+    expected.check(h_new, c_new, what=what)
+    return expected
 
 
 # (B, D, n, kernel sizes, (H, W)); sized so the whole file stays well under a minute on 2 cores
@@ -34,39 +50,32 @@ CASES = [
 @pytest.mark.parametrize("B,D,n,ks,hw", CASES)
 def test_parity_fp32(seed, B, D, n, ks, hw):
     x, h, c, ws, bs = seeded_convlstm_inputs(seed, B, D, n, ks, hw)
-    h_ref, c_ref = convlstm_step_reference(x, h, c, ws, bs)
     h_out, c_out = nan_like(h), nan_like(c)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out)
     assert h_new is h_out and c_new is c_out
-    torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(h_new, h_ref, atol=1e-5, rtol=1e-5)
+    check(h_new, c_new, x, h, c, ws, bs)
 
 
 def test_allocates_outputs(seed):
     x, h, c, ws, bs = seeded_convlstm_inputs(seed, 1, 3, 2, (1, 3), (3, 5))
-    h_new, c_new = convlstm_forward(x, h, c, ws, bs)
-    h_ref, c_ref = convlstm_step_reference(x, h, c, ws, bs)
-    torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(h_new, h_ref, atol=1e-5, rtol=1e-5)
+    check(*convlstm_forward(x, h, c, ws, bs), x, h, c, ws, bs)
 
 
 def test_channels_last(seed):
     """Strided (NHWC) inputs and outputs are read and written in place through their strides."""
     x, h, c, ws, bs = seeded_convlstm_inputs(seed, 2, 5, 3, (1, 3), (3, 5))
-    h_ref, c_ref = convlstm_step_reference(x, h, c, ws, bs)
     cl = torch.channels_last
     x, h, c = (t.contiguous(memory_format=cl) for t in (x, h, c))
     assert not x.is_contiguous()
     h_out, c_out = nan_like(h, cl), nan_like(c, cl)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out)
     assert h_new is h_out and h_new.is_contiguous(memory_format=cl)
-    torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(h_new, h_ref, atol=1e-5, rtol=1e-5)
+    check(h_new, c_new, x, h, c, ws, bs)
 
 
 def test_c_in_place_and_h_alias_rejected(seed):
     x, h, c, ws, bs = seeded_convlstm_inputs(seed, 1, 3, 2, (1, 3), (3, 5))
-    h_ref, c_ref = convlstm_step_reference(x, h, c, ws, bs)
+    expected = convlstm_expected(x, h, c, ws, bs, convlstm_arith("triton", x.dtype))  # before c is overwritten
     with pytest.raises(ValueError):  # other programs still read h while h' is written
         convlstm_forward(x, h, c, ws, bs, h_out=h)
     buf = nan_like(h)
@@ -74,44 +83,20 @@ def test_c_in_place_and_h_alias_rejected(seed):
         convlstm_forward(x, h, c, ws, bs, h_out=buf, c_out=buf)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=nan_like(h), c_out=c)
     assert c_new is c
-    torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(h_new, h_ref, atol=1e-5, rtol=1e-5)
+    expected.check(h_new, c_new)
 
 
-# --- 16-bit inputs: reference in fp32 from the same rounded inputs (tolerances: see LOWP_TOL) ----
-# The kernel accumulates in fp32, so the error is dominated by rounding h', c' to the output type,
-# with |c'| up to ~5. fp16: half an ulp is 2^-11 relative -> 2e-3 (atol and rtol) leaves room for
-# the fp32 accumulation order. bf16: on the GPU the cast rounds to nearest (2^-8 relative), but
-# Triton 3.8's interpreter truncates fp32 -> bf16 (up to a full ulp, 2^-7 = 7.8e-3 relative), so
-# 1.6e-2. A wrong gate or tap moves values by O(0.1), far outside either.
-LOWP_TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-
-
-def _reference_f32(x, h, c, ws, bs):
-    f32 = lambda t: t.float()  # noqa: E731
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False  # cuDNN's TF32 would be less exact than the kernel
-    try:
-        return convlstm_step_reference(f32(x), f32(h), f32(c), [f32(w) for w in ws], [f32(b) for b in bs])
-    finally:
-        torch.backends.cudnn.allow_tf32 = tf32
-
-
+# --- 16-bit inputs: exact products, fp32 accumulation, h' and c' rounded once to the input type
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_parity_low_precision(seed, dtype):
     x, h, c, ws, bs = seeded_convlstm_inputs(seed, 2, 5, 3, (1, 3, 5, 7), (3, 5), dtype=dtype)
-    h_ref, c_ref = _reference_f32(x, h, c, ws, bs)
     h_out, c_out = nan_like(h), nan_like(c)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out)
-    assert h_new.dtype == dtype and c_new.dtype == dtype
-    tol = LOWP_TOL[dtype]
-    torch.testing.assert_close(c_new.float(), c_ref, atol=tol, rtol=tol)
-    torch.testing.assert_close(h_new.float(), h_ref, atol=tol, rtol=tol)
+    check(h_new, c_new, x, h, c, ws, bs)
 
 
-# --- split-K (kernel 1 writes fp32 partial gates, kernel 2 sums them + epilogue) -----------------
-# Reference: convlstm_step_reference in float64 on the kernel's (rounded) inputs, so the error
-# measured is the kernel's own; tolerances as above (1e-5 for fp32, LOWP_TOL for 16-bit).
+# --- split-K (kernel 1 writes fp32 partial gates, kernel 2 sums them + epilogue): the same bounds,
+# which hold for any summation order
 
 
 @pytest.fixture
@@ -129,18 +114,16 @@ def nan_workspace(monkeypatch):
     return sizes
 
 
-def _check_split(x, h, c, ws, bs, splits, workspace_sizes, tol, memory_format=torch.contiguous_format):
+def _check_split(x, h, c, ws, bs, splits, workspace_sizes, memory_format=torch.contiguous_format):
     """Run with NaN-filled outputs, compare with float64; return the launch plan that was used."""
     B, _, H, W = x.shape
     n = ws[0].shape[0] // 4
     plan = launch_plan(B * H * W, x.shape[1], n, [w.shape[-1] for w in ws], cuda=x.is_cuda,
                        sms=convlstm_kernels._sm_count(x.device), splits=splits)
-    h_ref, c_ref = convlstm_f64(x, h, c, ws, bs)
     h_out, c_out = nan_like(h, memory_format), nan_like(c, memory_format)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out, splits=splits)
     assert h_new is h_out and c_new is c_out
-    torch.testing.assert_close(c_new.double(), c_ref, atol=tol, rtol=tol)
-    torch.testing.assert_close(h_new.double(), h_ref, atol=tol, rtol=tol)
+    check(h_new, c_new, x, h, c, ws, bs, what=f"splits={splits}")
     split_groups = [g for g in plan if g.splits is not None]
     assert workspace_sizes == [sum(g.splits) * 4 * B * H * W * n for g in split_groups]
     return plan
@@ -171,14 +154,14 @@ SPLIT_CASES = [
 @pytest.mark.parametrize("B,D,n,ks,hw,splits,expected", SPLIT_CASES)
 def test_splitk_parity_fp32(seed, nan_workspace, B, D, n, ks, hw, splits, expected):
     x, h, c, ws, bs = seeded_convlstm_inputs(seed, B, D, n, ks, hw)
-    plan = _check_split(x, h, c, ws, bs, splits, nan_workspace, tol=1e-5)
+    plan = _check_split(x, h, c, ws, bs, splits, nan_workspace)
     assert [g.splits for g in plan] == expected
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_splitk_low_precision(seed, nan_workspace, dtype):
     x, h, c, ws, bs = seeded_convlstm_inputs(seed, 2, 5, 3, (1, 3, 5, 7), (3, 5), dtype=dtype)
-    plan = _check_split(x, h, c, ws, bs, [2, 5, 7, 11], nan_workspace, tol=LOWP_TOL[dtype])
+    plan = _check_split(x, h, c, ws, bs, [2, 5, 7, 11], nan_workspace)
     assert plan[0].splits == (2, 5, 7, 11)
 
 
@@ -187,18 +170,17 @@ def test_splitk_channels_last(seed, nan_workspace):
     cl = torch.channels_last
     x, h, c = (t.contiguous(memory_format=cl) for t in (x, h, c))
     assert not x.is_contiguous()
-    plan = _check_split(x, h, c, ws, bs, [2, 4], nan_workspace, tol=1e-5, memory_format=cl)
+    plan = _check_split(x, h, c, ws, bs, [2, 4], nan_workspace, memory_format=cl)
     assert plan[0].splits == (2, 4)
 
 
 def test_splitk_c_in_place(seed, nan_workspace):
     """c_out = c with split-K: the reduction program reads each c element before writing it."""
     x, h, c, ws, bs = seeded_convlstm_inputs(seed, 1, 3, 2, (1, 3), (3, 5))
-    h_ref, c_ref = convlstm_f64(x, h, c, ws, bs)
+    expected = convlstm_expected(x, h, c, ws, bs, convlstm_arith("triton", x.dtype))  # before c is overwritten
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=nan_like(h), c_out=c, splits=[2, 3])
     assert c_new is c and len(nan_workspace) == 1
-    torch.testing.assert_close(c_new.double(), c_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(h_new.double(), h_ref, atol=1e-5, rtol=1e-5)
+    expected.check(h_new, c_new)
 
 
 def test_splitk_plan_model_shape():
@@ -217,21 +199,39 @@ def test_splitk_plan_model_shape():
             launch_plan(196, 128, 24, ks, cuda=True, sms=132, splits=bad)
 
 
+def test_plan_takes_symbolic_shapes():
+    """torch.compile(dynamic=True) runs the launcher on SymInt shapes: the launch plan must come
+    out the same, with plain ints where Triton needs constexprs (block sizes)."""
+    from torch._dynamo.source import ConstantSource
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
+
+    env = ShapeEnv()
+
+    def sym(value, name):
+        return env.create_symintnode(env.create_symbol(value, source=ConstantSource(name),
+                                                       dynamic_dim=DimDynamic.DYNAMIC), hint=value)
+    ks = (1, 3, 5, 7)
+    for M, D, n, cuda, sms in ((196, 128, 24, True, 132), (7840, 128, 24, True, 132), (15, 3, 2, False, 4),
+                               (30, 5, 3, False, 4)):
+        want = launch_plan(M, D, n, ks, cuda=cuda, sms=sms)
+        got = launch_plan(sym(M, "M"), sym(D, "D"), sym(n, "n"), ks, cuda=cuda, sms=sms)
+        blocks = convlstm_kernels._blocks(sym(n, "n2"), cuda)
+        assert all(type(v) is int for v in blocks) and blocks == convlstm_kernels._blocks(n, cuda)
+
+        def concrete(v):
+            return None if v is None else tuple(int(e) for e in v)
+        assert [(g.start, g.ks, concrete(g.splits), concrete(g.grid), concrete(g.reduce_grid)) for g in got] == \
+            [(g.start, g.ks, g.splits, g.grid, g.reduce_grid) for g in want]
+
+
 # --- GPU: the model's shape (D=128, hid=96 (n=24), k=1,3,5,7, 14x14) ------------------------------
-# The reference runs in fp32 (TF32 off) on the same (rounded) inputs, so the error measured is the
-# kernel's own. fp32: K = 224*49 = 10976 products summed in another order than cuDNN, each gate
-# ~O(1) with |error| ~ sqrt(K) * 2^-24 * O(1) ~ 1e-5; sigmoid/tanh are 1-Lipschitz, so 1e-4 leaves
-# room without hiding a wrong term (a single dropped tap changes the gates by ~1e-2).
-# fp16 / bf16: as LOWP_TOL above (fp32 accumulation; output rounding dominates).
-
-
 # splits: None = automatic (split-K at B=1, the fused single pass at B=40), 0 = forced off, 1 = forced
 # on with S = k^2 (1, 9, 25, 49). The split-K result is checked to be bitwise reproducible.
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("splits", [None, 0, 1])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("B", [1, 40])
 def test_model_shape_gpu(seed, nan_workspace, B, dtype, splits):
     dev = "cuda"
@@ -245,14 +245,11 @@ def test_model_shape_gpu(seed, nan_workspace, B, dtype, splits):
             conv.bias.copy_(torch.randn(conv.bias.shape, device=dev, generator=g) * 0.5)
     ws = [m.weight.detach().to(dtype) for m in mod.convs]
     bs = [m.bias.detach().to(dtype) for m in mod.convs]
-    h_ref, c_ref = _reference_f32(x, h, c, ws, bs)
     h_out, c_out = nan_like(h), nan_like(c)
     h_new, c_new = convlstm_forward(x, h, c, ws, bs, h_out=h_out, c_out=c_out, splits=splits)
     torch.cuda.synchronize()
-    assert h_new.dtype == dtype and c_new.dtype == dtype
     assert len(nan_workspace) == (1 if splits == 1 or (splits is None and B == 1) else 0)
-    tol = LOWP_TOL[dtype]
-    torch.testing.assert_close(c_new.float(), c_ref, atol=tol, rtol=tol)
-    torch.testing.assert_close(h_new.float(), h_ref, atol=tol, rtol=tol)
+    expected = check(h_new, c_new, x, h, c, ws, bs, what=f"B={B} splits={splits}")
+    assert_mutations_fail(expected, (h_new, c_new), CONVLSTM_MUTATIONS)
     h2, c2 = convlstm_forward(x, h, c, ws, bs, splits=splits)  # fixed summation order: same bits
     assert torch.equal(h2, h_new) and torch.equal(c2, c_new)

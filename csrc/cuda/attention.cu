@@ -40,7 +40,7 @@
 //    fp32 L2 reads), cheaper than a third launch or a grid-wide sync. Kernel 1 reads Eh with
 //    evict-first loads so that F, re-read here, is more likely to still be in L2.
 //
-// Launch configuration, k = 5, 132-SM H100 (target 4 x 132 = 528 blocks). Kernel 1's grid is
+// Launch configuration, k = 5, 132 SMs (H100 and H200; target 4 x 132 = 528 blocks). Kernel 1's grid is
 // B x tiles x splits, kernel 2's B x channel blocks:
 //   C x h x w     B = 1: tiles (edges)  splits  k1 grid  k2 grid   B = 40: tiles (edges)  splits  k1 grid  k2 grid
 //   480 x 28 x 28      20 (6x7)         26      520      1 x 15            2 (14x28)      6       480      40 x 13
@@ -51,13 +51,16 @@
 //
 // Cost (jsla_fast.ops.cost.attention_cost): FLOPs = 2k^2*C*hw + 4*C*hw + 5*hw per image;
 // minimum bytes = read F and Eh, write O and alpha. B=40, C=832, 14x14, k=5, fp16: 0.352 GFLOP
-// and 39.2 MB (9 FLOP/byte). On an H100 (~3.0 TB/s measured copy bandwidth, read + write) the
-// memory floor is ~13 us; the 0.16 G FMAs take ~5.5 us at the ~30 T FMA/s of non-tensor fp32
-// (~7 us here: at 14x14, 196 of 256 lanes hold a position): the op is memory-bound. Bytes this
-// design moves: F + Eh once (26.1 MB; at 28x28, +14% L2 re-reads of the two tiles' halo rows),
+// and 39.2 MB (9 FLOP/byte). Floors at the measured ceilings of jsla_fast.ops.cost.GPU_CEILINGS:
+// memory 13.1 us on the H100, 9.1 us on the H200 (compute 0.44 / 0.45 us at the bf16 tensor-core
+// rate); this kernel's 0.16 G FMAs run on the CUDA cores, ~5 us at the nominal non-tensor fp32
+// rate (33.5 T FMA/s, a datasheet figure; ~7 us here: at 14x14, 196 of 256 lanes hold a
+// position): the op is memory-bound on both, by less on the H200. Bytes this design moves:
+// F + Eh once (26.1 MB; at 28x28, +14% L2 re-reads of the two tiles' halo rows),
 // F again in kernel 2 (13.0 MB, an L2 hit when it survived), O + alpha (13.1 MB), the partials
 // (B*S*hw*4 = 0.41 MB written, then read by each of the 13 channel blocks: 5.3 MB of L2 reads).
-// DRAM: 39.6 MB at best, 52.6 MB when F's second read misses L2 (floor ~13-18 us).
+// DRAM: 39.6 MB at best, 52.6 MB when F's second read misses L2 (floor 13-18 us on the H100,
+// 9-12 us on the H200).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

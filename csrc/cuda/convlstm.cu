@@ -39,7 +39,7 @@
 //    synchronisation, no host reads of device memory: capturable in a CUDA graph. x, h, c must
 //    not overlap h_out, c_out (the op allocates its outputs).
 //
-// Launch configuration for the model (D=128, hid=96, n=24, k=1,3,5,7, 14x14; 132-SM H100):
+// Launch configuration for the model (D=128, hid=96, n=24, k=1,3,5,7, 14x14; 132 SMs: H100, H200):
 //  B=1 : M = 196 -> 4 M tiles; K steps 7/63/175/343; plan: splits 2/11/30/58 (6 steps each),
 //        GEMM grid 404 x 256 threads (~3 blocks per SM), workspace 7.6 MB of partials;
 //        epilogue grid (4, 96) x 256.
@@ -47,10 +47,12 @@
 //        pass fills the GPU), no workspace, one launch.
 //
 // Cost (jsla_fast.ops.cost.convlstm_cost, fp16): B=1: 0.709 GFLOP, 3.81 MB minimum (3.61 MB of
-// it the weights); B=40: 28.3 GFLOP, 11.6 MB. On an H100 (~800 TFLOP/s measured bf16 dense,
-// ~3.0 TB/s measured copy): B=1 is memory/latency-bound, floor ~1.3 us (weight streaming; the
-// 4 M tiles re-read the weights from L2, and split-K adds 2 x 7.6 MB of L2 partial traffic);
-// B=40 is compute-bound, floor ~35 us at dense fp16/bf16 (TF32 runs at half that rate, ~70 us).
+// it the weights); B=40: 28.3 GFLOP, 11.6 MB. Floors at the measured ceilings of
+// jsla_fast.ops.cost.GPU_CEILINGS: B=1 memory 1.27 us, compute 0.89 us on the H100 (0.89 / 0.90 us
+// on the H200): memory/latency-bound (weight streaming; the 4 M tiles re-read the weights from
+// L2, and split-K adds 2 x 7.6 MB of L2 partial traffic). B=40 compute-bound: 35.5 us on the
+// H100, 36.0 us on the H200 at the dense bf16 rate (fp32 runs as TF32, nominally half that rate:
+// ~71 us), against 3.9 / 2.7 us of memory.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>

@@ -1,9 +1,9 @@
 // CPU implementations of torch.ops.jsla.*: argument checks, output allocation and the Host
 // (at::parallel_for, torch's BLAS) around the torch-free kernels of csrc/cpu.
+#include <ATen/ATen.h>  // not <torch/torch.h>: the whole C++ frontend took this file 5x longer to compile
 #include <ATen/Parallel.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/library.h>
-#include <torch/torch.h>
 
 #include <list>
 #include <memory>

@@ -47,6 +47,8 @@ std::tuple<Tensor, Tensor> attention_cuda(const Tensor& feat, const Tensor& eh, 
   auto out = at::empty_like(feat);
   auto alpha = at::empty({feat.size(0), 1, feat.size(2), feat.size(3)}, feat.options());
   if (feat.numel() == 0) return {out, alpha};
+  // no-ops for the model's weights, which keep the layout the kernels read (SpatialAttention,
+  // MultiKernelConvLSTM); another layout is copied here, at every call
   auto w = weight.contiguous();
   auto b = bias.reshape({1}).contiguous();
   AttentionShape shape{feat.size(0), feat.size(1), feat.size(2), feat.size(3), weight.size(2)};
@@ -71,7 +73,7 @@ std::tuple<Tensor, Tensor> convlstm_step_cuda(const Tensor& x, const Tensor& h, 
   auto h_out = at::empty(h.sizes(), h.options().memory_format(fmt));
   auto c_out = at::empty(h.sizes(), h.options().memory_format(fmt));
   if (h.numel() == 0) return {h_out, c_out};
-  std::vector<Tensor> held;  // contiguous weights live until the launch is queued
+  std::vector<Tensor> held;  // contiguous weights (the model's already are) live until the launch is queued
   cuda::ConvLSTMBranches branches{};
   branches.count = static_cast<int>(weights.size());
   for (size_t i = 0; i < weights.size(); ++i) {

@@ -49,11 +49,12 @@ class SpatialAttention(nn.Module, Fusable):
         return self.score(self.bn(torch.cat([conv(a) for conv in self.embed_att], dim=1)))
 
     def forward(self, feat: torch.Tensor, h: torch.Tensor, backend=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``backend``: a resolved :class:`jsla_fast.ops.Backend` whose fused op runs the folded form
-        whenever BN uses running statistics; None, the reference, or BN in training mode (whose
-        batch statistics can't be folded) runs the unfolded module below."""
+        """``backend``: a resolved :class:`jsla_fast.ops.Backend`. One that ``folds_attention`` runs
+        the folded form through its fused op whenever BN uses running statistics; None, the
+        reference, or BN in training mode (whose batch statistics can't be folded) runs the
+        unfolded module below."""
         eh = self.embed_hidden(h, feat.shape[-2:])
-        if backend is not None and backend.name != "reference" and not self.bn.training:
+        if backend is not None and backend.folds_attention and not self.bn.training:
             weight, bias = self._frozen if self._frozen is not None else self.fold()
             return ops.attention(feat, eh, weight, bias, self.slope, backend=backend)
         a = F.leaky_relu(feat + eh, self.slope)
@@ -78,10 +79,11 @@ class SpatialAttention(nn.Module, Fusable):
         return 0
 
     def _apply(self, fn, recurse=True):
-        # .to(dtype/device), .half(), .cuda() reach the frozen folded weights too
+        # .to(dtype/device), .half(), .cuda() reach the frozen folded weights too; they stay in the
+        # contiguous layout the fused kernels read (a channels-last conversion would make every call copy them)
         super()._apply(fn, recurse)
         if self._frozen is not None:
-            self._frozen = tuple(fn(t) for t in self._frozen)
+            self._frozen = tuple(fn(t).contiguous() for t in self._frozen)
         return self
 
     @torch.no_grad()

@@ -1,9 +1,10 @@
 """The one model interface every model of the pipeline implements (docs/DESIGN.md, "Models"),
 and what every model returns.
 
-``train``, ``checkpoint``, ``export``, the runtime and the bench talk to models only through
-:class:`Model`: they never probe for attributes. A new model subclasses it, sets ``kind``, and
-adds itself to :data:`jsla_fast.model.registry.MODELS`.
+``train``, ``checkpoint``, ``calibrate``, ``uncertainty``, ``export``, the runtime and the bench
+talk to models only through :class:`Model`, whose parts are declared there: they never probe for
+attributes. A new model subclasses it, sets ``kind`` and the declared parts, and adds itself to
+:data:`jsla_fast.model.registry.MODELS`.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, checkpoint_config, load_weights, read_checkpoint
-from ..config import JSLAConfig
+from ..config import ModelConfig
 from ..normalization import Normalization
-from .pose_head import PoseHead
+from .pose_head import PoseDecoder, PoseHead
 
 
 @dataclass
-class JSLAOutput:
+class ModelOutput:
     """What every model returns. ``pose`` is [B,7] (x,y,z, unit qw,qx,qy,qz with qw >= 0) for
     the pose task, ``logits`` [B,num_classes] for the scene task; the other is None. Models
     without layer attention return ``layers`` [B,0] and no maps."""
@@ -39,6 +40,10 @@ class JSLAOutput:
     #: static graph only: per step, every candidate layer's map [B,1,h_i,w_i]; sample b's map at
     #: step t is ``branch_attention[t][layers[b, t]][b]``
     branch_attention: list[list[torch.Tensor]] = field(default_factory=list)
+
+
+#: the name ModelOutput had when JSLA was the only model; kept for user code
+JSLAOutput = ModelOutput
 
 
 @torch.no_grad()
@@ -72,26 +77,41 @@ class Fusable:
 
 
 class Model(nn.Module):
-    """``model(images [B,3,H,W], generator=None) -> JSLAOutput``, images normalised as recorded
-    in ``normalization`` (set by training and checkpoints)."""
+    """``model(images [B,3,H,W], generator=None) -> ModelOutput``, images normalised as recorded
+    in ``normalization`` (set by training and checkpoints).
 
-    kind: ClassVar[str]  #: the registry key (``--model`` of train, stored in checkpoints)
+    Every model is ``backbone`` -> its own middle -> ``head(dropout(features))``, and a pose model
+    decodes the head's output with ``pose_decoder``. Each subclass's ``__init__`` sets the parts
+    declared below (tests/test_architecture.py checks every registered kind, both tasks)."""
+
+    kind: ClassVar[str] = ""  #: the registry key (``--model`` of train, stored in checkpoints)
     #: whether the model has a static form without data-dependent control flow
     #: (``static_graph = True``), what ONNX export and CUDA graphs capture
     has_static_form: ClassVar[bool] = False
     #: the Gumbel temperature for models that anneal one (logged by training), else None
     tau: float | None = None
 
-    def __init__(self, config: JSLAConfig | None) -> None:
+    config: ModelConfig
+    normalization: Normalization | None  #: the input preprocessing (None until trained or loaded)
+    #: GoogLeNet: ``images -> {layer name: feature map}``; pretrained weights load into it, and the
+    #: CPU Localizer may replace it by an executor's module that returns the same
+    backbone: nn.Module
+    dropout: nn.Dropout  #: on the head's input: what training drops and test-time MC dropout samples
+    head: PoseHead  #: the final FC: the pose (+ log-variances) or the class logits
+    #: pose models: turns the head's output into the pose (position standardisation, unit
+    #: quaternion, log-variances and their calibration); None: a scene model
+    pose_decoder: PoseDecoder | None
+
+    def __init__(self, config: ModelConfig | None) -> None:
         super().__init__()
-        self.config = config or JSLAConfig()
-        self.normalization: Normalization | None = None
+        self.config = config or ModelConfig()
+        self.normalization = None
         self.static_graph = False
         self.backend = "reference"
 
     @property
     def layer_names(self) -> tuple[str, ...]:
-        """The names behind the indices in ``JSLAOutput.layers``; () for models without layer attention."""
+        """The names behind the indices in ``ModelOutput.layers``; () for models without layer attention."""
         return ()
 
     def set_backend(self, name: str) -> "Model":
@@ -131,7 +151,7 @@ class Model(nn.Module):
         """The model of a payload :func:`jsla_fast.checkpoint.read_checkpoint` returned (for callers
         that also want its ``extra`` without reading the file twice); ``path`` names it in errors."""
         kind = payload.get("model", "jsla")
-        if kind != getattr(cls, "kind", None):
+        if kind != cls.kind:
             raise CheckpointError(path, f"holds a {kind!r} model, not {cls.__name__}; use jsla_fast.load_checkpoint")
         model = cls(checkpoint_config(payload, path))
         load_weights(model, payload, path)

@@ -28,6 +28,18 @@ class MultiKernelConvLSTM(nn.Module):
                 conv.bias.zero_()
                 conv.bias[branch_channels:2 * branch_channels] = 1.0
 
+    def _apply(self, fn, recurse=True):
+        # The fused kernels read W_b in its contiguous [4n, D+hid, k, k] layout (csrc/cuda/kernels.h,
+        # kernels/convlstm.py) and would copy any other at every step: keep that layout through
+        # .to(memory_format=...) (the Localizer's channels-last conversion). Optimizer steps update
+        # the parameters in place, so it also holds in training.
+        super()._apply(fn, recurse)
+        for conv in self.convs:
+            for t in (conv.weight, conv.weight.grad):
+                if t is not None and not t.is_contiguous():
+                    t.data = t.data.contiguous()
+        return self
+
     def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, backend=None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``backend``: a resolved :class:`jsla_fast.ops.Backend`; None runs the reference."""

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import CANDIDATE_LAYERS, JSLAConfig
+from ..config import CANDIDATE_LAYERS, ModelConfig
 from ..ops import resolve
 from .attention import SpatialAttention, resize_to
 from .convlstm import MultiKernelConvLSTM
-from .base import JSLAOutput, Model
+from .base import JSLAOutput, Model, ModelOutput
 from .googlenet import GoogLeNet
 from .layer_selection import LayerSelector, gumbel_straight_through, temperature
 from .pose_head import PoseDecoder, PoseHead, pose_head
@@ -33,7 +33,7 @@ from .pose_head import PoseDecoder, PoseHead, pose_head
 class LayerBranch(nn.Module):
     """Everything specific to one candidate layer: spatial attention and the adapter to the grid."""
 
-    def __init__(self, channels: int, cfg: JSLAConfig) -> None:
+    def __init__(self, channels: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.attention = SpatialAttention(channels, cfg.hidden_channels, cfg.attention_kernel_sizes,
                                           cfg.attention_width, cfg.attention_slope)
@@ -44,7 +44,7 @@ class LayerBranch(nn.Module):
     def forward(self, feat: torch.Tensor, h: torch.Tensor, backend=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F [B,C,h,w], h_{t-1}) -> (x_t [B,D,G,G], alpha [B,1,h,w])``."""
         out, alpha = self.attention(feat, h, backend)
-        scale = out.shape[-2] * out.shape[-1] if self.rescale else 1  # see JSLAConfig.attention_rescale
+        scale = out.shape[-2] * out.shape[-1] if self.rescale else 1  # see ModelConfig.attention_rescale
         if out.shape[-2] >= self.grid[0] and out.shape[-1] >= self.grid[1]:
             # area pooling and the 1x1 adapter are both linear and pooling weights sum to 1, so they
             # commute; pooling first costs a quarter of the adapter's FLOPs on 3b (28x28 -> 14x14)
@@ -71,7 +71,7 @@ class InitialState(nn.Module):
 
 
 class JSLA(Model):
-    """The JSLA model. ``JSLA(JSLAConfig(task="pose"))(images [B,3,H,W]) -> JSLAOutput``.
+    """The JSLA model. ``JSLA(ModelConfig(task="pose"))(images [B,3,H,W]) -> ModelOutput``.
 
     Images are normalised as recorded in ``self.normalization`` (set from checkpoints).
     """
@@ -79,10 +79,10 @@ class JSLA(Model):
     kind = "jsla"
     #: eval without data-dependent control flow (``static_graph = True``): every branch runs, each
     #: sample takes its chosen branch by a gather, maps in ``branch_attention``; what ONNX,
-    #: torch.export and CUDA graphs capture
+    #: torch.export and CUDA graphs capture. Equal to the eager model as ``_attend_every`` says
     has_static_form = True
 
-    def __init__(self, config: JSLAConfig | None = None, backend: str = "reference") -> None:
+    def __init__(self, config: ModelConfig | None = None, backend: str = "reference") -> None:
         super().__init__(config)
         cfg = self.config
         self.backbone = GoogLeNet(outputs=cfg.layers, style=cfg.backbone_style)
@@ -113,7 +113,7 @@ class JSLA(Model):
         return self.tau
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> JSLAOutput:
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"JSLA expects images [B,3,H,W], got {tuple(images.shape)}")
         cfg = self.config
@@ -152,9 +152,16 @@ class JSLA(Model):
         return x, gather_attention([a for _, a in outs], index)
 
     def _attend_every(self, feats, h, index, backend):
-        """Static graph: every branch runs and each sample's ``x`` is gathered from its chosen
-        branch, which equals running only that branch bit for bit (no arithmetic touches the
-        other branches' outputs, so not even an inf there leaks in). Returns every branch's map."""
+        """Static graph: every branch runs on the whole batch and each sample's ``x`` is gathered
+        from its chosen branch (a copy: no arithmetic touches the other branches' outputs, so not
+        even an inf there leaks in). Returns every branch's map.
+
+        At a step where all samples chose the same layer (always at batch 1), the eager model runs
+        that branch on the same whole batch, so the two forms are equal bit for bit. Where samples
+        chose differently, the eager model runs each branch on its sub-batch, and convolution
+        kernels round differently for another batch size (oneDNN picks its algorithm by shape;
+        the cpp attention kernel splits its channel sum when a batch has few positions): the forms
+        then agree to float32 rounding. tests/test_backends.py holds both."""
         outs = [branch(f, h, backend) for branch, f in zip(self.branches, feats)]
         xs = torch.stack([x_i for x_i, _ in outs])  # [K,B,D,G,G]
         x = xs.gather(0, index.view(1, -1, 1, 1, 1).expand(1, *xs.shape[1:])).squeeze(0)
@@ -176,16 +183,16 @@ class JSLA(Model):
             alphas[i] = a_i.new_zeros(h.shape[0], *a_i.shape[1:]).index_copy(0, rows, a_i)
         return x, index, gather_attention(alphas, index)
 
-    def _predict(self, hs, layers, attention, selection) -> JSLAOutput:
+    def _predict(self, hs, layers, attention, selection) -> ModelOutput:
         pooled = torch.cat(hs, dim=1).mean(dim=(2, 3))
         raw = self.head(self.dropout(pooled))
         aux = [head(h.mean(dim=(2, 3))) for head, h in zip(self.aux_heads, hs)] if self.aux_heads else []
         if self.pose_decoder is not None:
             pose, raw, log_var = self.pose_decoder(raw)
             aux = [self.pose_decoder(a)[1] for a in aux]
-            return JSLAOutput(pose=pose, logits=None, layers=layers, attention=attention,
+            return ModelOutput(pose=pose, logits=None, layers=layers, attention=attention,
                               selection_logits=selection, pose_raw=raw, aux=aux, log_var=log_var)
-        return JSLAOutput(pose=None, logits=raw, layers=layers, attention=attention,
+        return ModelOutput(pose=None, logits=raw, layers=layers, attention=attention,
                           selection_logits=selection, aux=aux)
 
 
@@ -210,4 +217,4 @@ def gather_attention(alphas: list[torch.Tensor | None], index: torch.Tensor,
         out = torch.where((index == i).view(-1, 1, 1, 1), a, out)
     return out
 
-__all__ = ["JSLA", "JSLAOutput", "CANDIDATE_LAYERS"]
+__all__ = ["JSLA", "ModelOutput", "JSLAOutput", "CANDIDATE_LAYERS"]

@@ -41,6 +41,19 @@ class PoseDecoder(nn.Module):
         self.mc_scale.copy_(torch.tensor([position, rotation]))
         self.mc_samples.fill_(samples)
 
+    def factors(self, mc: bool) -> torch.Tensor | None:
+        """The (position, rotation) factors the sigmas are multiplied by: MC dropout's when ``mc``,
+        else the predicted sigmas' (None: this decoder predicts none)."""
+        if mc:
+            return self.mc_scale
+        return self.sigma_scale if self.uncertainty else None
+
+    def is_calibrated(self, mc: bool) -> bool:
+        """Whether those factors were fitted on held-out data (MC dropout's when ``mc``)."""
+        if mc:
+            return bool(self.mc_samples)
+        return self.uncertainty and bool(self.calibrated)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before MC calibration existed: never calibrated
         state_dict.setdefault(prefix + "mc_scale", torch.ones(2))
@@ -104,6 +117,6 @@ VARIANCE_HIDDEN = 128
 
 
 def pose_head(in_features: int, config) -> PoseHead:
-    """The final FC of a model with ``config`` (a JSLAConfig): pose (+ log-variances) or class logits."""
+    """The final FC of a model with ``config`` (a ModelConfig): pose (+ log-variances) or class logits."""
     decoupled = config.uncertainty == "aleatoric" and config.loss.aleatoric == "decoupled"
     return PoseHead(in_features, config.output_dim, VARIANCE_HIDDEN if decoupled else None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import JSLAConfig
+from ..config import ModelConfig
 from .pose_head import pose_head
 from .posenet import PoseNet
 
@@ -25,7 +25,7 @@ ROWS, COLS = 32, 64  #: the reshape of the 2048 FC features (Walch et al. Sec. 3
 class PoseLSTM(PoseNet):
     kind = "poselstm"
 
-    def __init__(self, config: JSLAConfig | None = None, lstm_hidden: int = 256) -> None:
+    def __init__(self, config: ModelConfig | None = None, lstm_hidden: int = 256) -> None:
         super().__init__(config, hidden=ROWS * COLS)
         self.rows = nn.LSTM(COLS, lstm_hidden, batch_first=True, bidirectional=True)
         self.cols = nn.LSTM(ROWS, lstm_hidden, batch_first=True, bidirectional=True)

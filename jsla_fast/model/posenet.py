@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import JSLAConfig
-from .base import JSLAOutput, Model
+from ..config import ModelConfig
+from .base import Model, ModelOutput
 from .googlenet import GoogLeNet
 from .pose_head import PoseDecoder, pose_head
 
@@ -18,7 +18,7 @@ from .pose_head import PoseDecoder, pose_head
 class PoseNet(Model):
     kind = "posenet"
 
-    def __init__(self, config: JSLAConfig | None = None, hidden: int = 2048) -> None:
+    def __init__(self, config: ModelConfig | None = None, hidden: int = 2048) -> None:
         super().__init__(config)
         cfg = self.config
         self.backbone = GoogLeNet(outputs=("5b",), style=cfg.backbone_style)
@@ -31,7 +31,7 @@ class PoseNet(Model):
         """``[B, hidden]`` FC features -> ``[B, output_dim]`` (the part PoseLSTM replaces)."""
         return self.head(self.dropout(features))
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> JSLAOutput:
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"PoseNet expects images [B,3,H,W], got {tuple(images.shape)}")
         pooled = self.backbone(images)["5b"].mean(dim=(2, 3))
@@ -39,6 +39,6 @@ class PoseNet(Model):
         none = torch.zeros(images.shape[0], 0, dtype=torch.int64, device=images.device)
         if self.pose_decoder is not None:
             pose, raw, log_var = self.pose_decoder(raw)
-            return JSLAOutput(pose=pose, logits=None, layers=none, attention=[], selection_logits=[], pose_raw=raw,
+            return ModelOutput(pose=pose, logits=None, layers=none, attention=[], selection_logits=[], pose_raw=raw,
                               log_var=log_var)
-        return JSLAOutput(pose=None, logits=raw, layers=none, attention=[], selection_logits=[])
+        return ModelOutput(pose=None, logits=raw, layers=none, attention=[], selection_logits=[])

@@ -15,7 +15,7 @@ call these entries, never a backend's kernels directly.
     extension.py   the compiled C++/CUDA extension (backends cpp and cuda)
     triton.py      the Triton kernels' registration (backend triton)
     backward.py    the reference backward every fused backend registers
-    cost.py        minimum FLOPs and bytes of each op (the bench's floors)
+    cost.py        minimum FLOPs and bytes of each op, the GPUs' measured ceilings (the floors)
 """
 from __future__ import annotations
 

@@ -8,6 +8,12 @@ Attention (O = F*alpha, alpha = softmax(L), L = conv(A, W) + b, A = LeakyReLU(F 
     gZ = gA * (Z > 0 ? 1 : slope) ;  gF = g_O * alpha + gZ ;  gEh = gZ
 ConvLSTM: the gates are recomputed with the reference convolution (they are never stored),
 then the LSTM derivatives go back through each branch's convolution.
+
+Precision: the convolutions here are PyTorch's, in the inputs' dtype, so the backward computes what
+the reference backend's autograd computes under the same settings: on CUDA cuDNN follows
+``torch.backends.cudnn.allow_tf32`` (True by default: 10-bit products on Ampere and later, about
+1e-3 relative for these reductions; set it False for full fp32), on CPU plain fp32. A fused
+backend changes the forward kernel only.
 """
 from __future__ import annotations
 

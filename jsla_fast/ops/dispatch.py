@@ -13,7 +13,12 @@ asked about, so building and running a model on the CPU never imports triton. A 
 exposes ``attention``, ``convlstm_step`` (the raw kernels, without the shared argument checks:
 call them through :func:`jsla_fast.ops.attention` / :func:`jsla_fast.ops.convlstm_step`) and the
 function named by ``availability``. Adding a backend: its module, one entry here, its tests.
-Nothing else in the package branches on backend names.
+
+Nothing else in the package branches on backend names: what the model needs to know about a
+backend is a field of its entry (``folds_attention``). Which kernel a backend runs for a call is
+its module's business: ``cpp`` sends the bfloat16 ConvLSTM step at inference to oneDNN's AMX
+convolutions on CPUs that have them (:mod:`jsla_fast.ops.extension`, measured faster there), the
+same op on the same backend, tested against the same reference.
 """
 from __future__ import annotations
 
@@ -38,6 +43,10 @@ class Backend:
     #: the module's ``(device) -> None | reason`` function: None when usable there, else why not
     availability: str = "unavailable_reason"
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+    #: whether the model gives this backend's attention op the E_att -> BN -> C_A chain folded into
+    #: one conv (SpatialAttention.fold; BN in eval). False: the model runs the chain unfolded, as
+    #: the paper writes it, so that the reference model is the specification the folded op is held to
+    folds_attention: bool = True
     _loaded: dict = field(default_factory=dict, compare=False, repr=False)
 
     def _impl(self) -> ModuleType:
@@ -61,7 +70,7 @@ class Backend:
 
 _HALF = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("reference", ("cpu", "cuda"), "jsla_fast.ops.reference", dtypes=FLOAT_DTYPES),
+    Backend("reference", ("cpu", "cuda"), "jsla_fast.ops.reference", dtypes=FLOAT_DTYPES, folds_attention=False),
     Backend("cpp", ("cpu",), "jsla_fast.ops.extension", dtypes=(torch.float32, torch.float64, torch.bfloat16)),
     Backend("cuda", ("cuda",), "jsla_fast.ops.extension", "cuda_unavailable_reason", _HALF),
     Backend("triton", ("cuda", "cpu"), "jsla_fast.ops.triton", dtypes=_HALF),

@@ -4,7 +4,10 @@ by the tensors' device). Registers the ops' fake kernels (shapes for torch.compi
 autograd formulas once, for both.
 
 On a CPU with AMX, the bfloat16 ConvLSTM step at inference runs on oneDNN instead
-(:mod:`jsla_fast.ops.onednn`). The package imports without the extension; :func:`unavailable_reason` and
+(:mod:`jsla_fast.ops.onednn`): a choice of kernel inside the ``cpp`` backend, by dtype and CPU,
+which the dispatch table leaves to this module (:mod:`jsla_fast.ops.dispatch` says so).
+
+The package imports without the extension; :func:`unavailable_reason` and
 :func:`cuda_unavailable_reason` then say why and how to build it, and asking for the backend
 raises that message.
 """

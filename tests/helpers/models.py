@@ -1,5 +1,6 @@
 """Model set-ups the tests share: a layer selector that makes images choose different layers,
-BatchNorm statistics as after training, and a forced layer choice."""
+BatchNorm statistics as after training, a forced layer choice; and the comparison of two model
+outputs in units of float32's rounding of each sample's output."""
 from __future__ import annotations
 
 import torch
@@ -22,6 +23,21 @@ def make_diverse_selector(model, images: torch.Tensor, seed: int) -> None:
         sel.fc2.bias.zero_()
 
 
+def choice_margin(model, images: torch.Tensor) -> float:
+    """The smallest gap, over samples and steps, between the best and the second-best layer score
+    of the (eval-mode) selector: below the rounding difference of two runtimes, a sample's layer
+    choice may legitimately differ between them."""
+    scores = []
+    handle = model.select_layer.register_forward_hook(lambda m, i, o: scores.append(o.detach()))
+    try:
+        with torch.inference_mode():
+            model(images)
+    finally:
+        handle.remove()
+    top2 = torch.stack(scores).topk(2, dim=-1).values
+    return float((top2[..., 0] - top2[..., 1]).min())
+
+
 def randomise_batchnorm(model: torch.nn.Module, gen: torch.Generator, keep=()) -> None:
     """Running statistics and affine parameters away from the identity, as after training
     (except the modules in ``keep``)."""
@@ -40,3 +56,20 @@ def force_layer(model, layer: int) -> None:
         model.select_layer.fc2.weight.zero_()
         model.select_layer.fc2.bias.zero_()
         model.select_layer.fc2.bias[layer] = 1.0
+
+
+#: float32's unit roundoff (half the spacing of floats in [1, 2))
+U32 = 2.0 ** -24
+
+
+def excess_u(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The largest ``|got - want|`` in units of u times its sample's largest ``|want|`` (samples
+    along dim 0): float32 rounding at the scale of each sample's output."""
+    got, want = got.detach(), want.detach()
+    dims = tuple(range(1, want.dim()))
+    return float(((got - want).abs() / (want.abs().amax(dim=dims, keepdim=True) * U32)).max())
+
+
+def pose_excess_u(got: torch.Tensor, want: torch.Tensor) -> float:
+    """:func:`excess_u` of poses [B,7]: the positions and the quaternions, each at its own scale."""
+    return max(excess_u(got[:, :3], want[:, :3]), excess_u(got[:, 3:], want[:, 3:]))
