@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--format", required=True, choices=list(FORMATS))
     ap.add_argument("--out", required=True)
-    ap.add_argument("--split", default="test", choices=["test", "val"])
+    ap.add_argument("--split", default="test", choices=["test", "val", "train"],
+                    help="test (default); val: the held-out last 10%% of each training sequence, on which "
+                    "best.pt was chosen; train: the images the model trained on (memorisation)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--overlays", type=int, default=4, help="how many attention overlays to draw")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -35,6 +35,14 @@ def test_sweep_settings_apply_to_the_demo_config_and_bad_ones_are_refused():
     from jsla_fast.demo import DEFAULT, demo_config
     assert demo.to_dict() == demo_config(DEFAULT, 0, kind="jsla").to_dict()
     assert sweep.run_config("posenet", [], 0, False).train.lr == DEFAULT["lr"]["posenet"]
+    nested = sweep.run_config("jsla", ["model.loss.aleatoric=attenuation", "model.dropout=0.5,model.uncertainty=none"],
+                              0, False)
+    assert (nested.model.loss.aleatoric, nested.model.dropout, nested.model.uncertainty) == ("attenuation", 0.5, "none")
+    assert sweep.variant_value("model.dropout=0.5,model.uncertainty=none") == {"model.dropout": 0.5,
+                                                                            "model.uncertainty": "none"}
+    assert sweep.value_of("train.grad_clip=null", demo.to_dict()) == 1.0
+    with pytest.raises(SystemExit, match="no field model.loss.nothing"):
+        sweep.run_config("jsla", ["model.loss.nothing=1"], 0, False)
     with pytest.raises(SystemExit, match="no field model.nothing"):
         sweep.run_config("jsla", ["model.nothing=1"], 0, False)
     with pytest.raises(SystemExit, match="SECTION.FIELD=VALUE"):

@@ -44,26 +44,54 @@ KNOBS = {
 }
 
 
-def parse_setting(setting: str) -> tuple[str, str, object]:
-    """``"model.dropout=0.5"`` -> ("model", "dropout", 0.5); the value is read as YAML."""
+def parse_setting(setting: str) -> tuple[tuple[str, ...], object]:
+    """``"model.loss.aleatoric=attenuation"`` -> (("model", "loss", "aleatoric"), "attenuation"); the
+    value is read as YAML (``null``, ``true``, ``5e-4``)."""
     path, sep, value = setting.partition("=")
-    section, dot, name = path.partition(".")
-    if not sep or not dot or not name:
-        raise SystemExit(f"--knob {setting!r}: write SECTION.FIELD=VALUE, e.g. model.dropout=0.5 or train.grad_clip=null")
-    return section, name, yaml.safe_load(value)
+    keys = tuple(path.split("."))
+    if not sep or len(keys) < 2 or not all(keys):
+        raise SystemExit(f"--knob {setting!r}: write SECTION.FIELD=VALUE, e.g. model.dropout=0.5 or train.grad_clip=null "
+                         "(several, comma-separated, make one variant)")
+    return keys, yaml.safe_load(value)
 
 
-def run_config(model: str, changes: list[str], seed: int, quick: bool):
-    """The demo's run config for ``model`` with ``changes`` applied (validated like a YAML config)."""
+def parse_variant(variant: str) -> list[tuple[tuple[str, ...], object]]:
+    """A variant: one setting, or several separated by commas (``model.dropout=0.5,model.uncertainty=none``)."""
+    return [parse_setting(s) for s in variant.split(",")]
+
+
+def field(plain: dict, keys: tuple[str, ...], variant: str) -> dict:
+    """The dict holding ``keys[-1]`` in the plain run config; a name it lacks is an error."""
+    for key in keys[:-1]:
+        plain = plain.get(key) if isinstance(plain, dict) else None
+    if not isinstance(plain, dict) or keys[-1] not in plain:
+        raise SystemExit(f"--knob {variant!r}: the run config has no field {'.'.join(keys)}")
+    return plain
+
+
+def _one_or_all(values: dict[str, object]) -> object:
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
+def variant_value(variant: str) -> object:
+    """What the variant sets: its one value, or a dict of them by dotted name."""
+    return _one_or_all({".".join(k): v for k, v in parse_variant(variant)})
+
+
+def value_of(variant: str, plain: dict) -> object:
+    """The same settings' values in the plain run config ``plain`` (the demo's, for the table)."""
+    return _one_or_all({".".join(k): field(plain, k, variant)[k[-1]] for k, _ in parse_variant(variant)})
+
+
+def run_config(model: str, variants: list[str], seed: int, quick: bool):
+    """The demo's run config for ``model`` with ``variants`` applied (validated like a YAML config)."""
     from jsla_fast.config import RunConfig
     from jsla_fast.demo import DEFAULT, QUICK, demo_config
 
     plain = demo_config(QUICK if quick else DEFAULT, seed, kind=model).to_dict()
-    for setting in changes:
-        section, name, value = parse_setting(setting)
-        if section not in plain or name not in plain[section]:
-            raise SystemExit(f"--knob {setting!r}: the run config has no field {section}.{name}")
-        plain[section][name] = value
+    for variant in variants:
+        for keys, value in parse_variant(variant):
+            field(plain, keys, variant)[keys[-1]] = value
     return RunConfig.from_dict(plain)
 
 
@@ -105,7 +133,7 @@ def decide(results: list[dict], variants: list[str], current: dict[str, object],
         alt = scores(variant)
         mean_base, mean_alt = (statistics.mean(v for vals in s for v in vals) for s in (base, alt))
         spread = statistics.mean(max(v) - min(v) for v in base + alt)
-        value = parse_setting(variant)[2]
+        value = variant_value(variant)
         if abs(mean_alt - mean_base) > spread:
             adopted, why = (value if mean_alt < mean_base else current[variant]), "better"
         else:
@@ -141,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="sweep_out")
     ap.add_argument("--model", default="jsla", choices=["jsla", "posenet", "poselstm"])
-    ap.add_argument("--knob", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                    help="a variant to try instead of KNOBS (repeatable), e.g. train.lr=1e-3")
+    ap.add_argument("--knob", action="append", default=[], metavar="SECTION.FIELD=VALUE[,...]",
+                    help="a variant to try instead of KNOBS (repeatable), e.g. train.lr=1e-3 or "
+                    "model.loss.aleatoric=attenuation; comma-separated settings make one variant")
     ap.add_argument("--no-knobs", action="store_true", help="only the demo's settings (a seed table)")
     ap.add_argument("--seeds", type=int, default=2, help="training seeds per scene (default 2)")
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
@@ -168,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(r), flush=True)
             results.append(r)
     demo = run_config(args.model, [], 0, args.quick).to_dict()
-    current = {v: demo[parse_setting(v)[0]][parse_setting(v)[1]] for v in variants}
+    current = {v: value_of(v, demo) for v in variants}
     decisions = decide(results, variants, current, simpler)
     text = markdown(results, variants, decisions, args.seeds)
     (out / "sweep.json").write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "results": results,
